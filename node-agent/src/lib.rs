@@ -1,0 +1,1 @@
+//! Tailor's node agent (library part).

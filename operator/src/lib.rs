@@ -1,0 +1,1 @@
+//! Tailor's operator (library part).
