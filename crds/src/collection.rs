@@ -344,7 +344,11 @@ pub struct BatchSpec {
 
 impl Default for BatchSpec {
     fn default() -> Self {
-        Self { max_events: default_batch_events(), max_bytes: default_batch_bytes(), timeout_ms: default_batch_ms() }
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+            timeout_ms: default_batch_ms(),
+        }
     }
 }
 

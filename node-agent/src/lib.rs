@@ -1,1 +1,4 @@
-//! Tailor's node agent (library part).
+//! Tailor's node agent: applies its node's `NodeLogConfig`.
+
+pub mod event;
+pub mod sinks;
