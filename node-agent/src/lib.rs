@@ -1,4 +1,5 @@
 //! Tailor's node agent: applies its node's `NodeLogConfig`.
 
 pub mod event;
+pub mod fsutil;
 pub mod sinks;
