@@ -5,9 +5,34 @@ use kube::CustomResourceExt;
 
 use crate::{LogBackup, LogBackupPolicy, LogCollectionConfig, NodeLogConfig};
 
-/// Every CRD of the API, in a fixed order.
+/// Every CRD of the API, in a fixed order, as the API server should receive it.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![LogCollectionConfig::crd(), LogBackupPolicy::crd(), LogBackup::crd(), NodeLogConfig::crd()]
+    [LogCollectionConfig::crd(), LogBackupPolicy::crd(), LogBackup::crd(), NodeLogConfig::crd()]
+        .into_iter()
+        .map(kubernetes_formats)
+        .collect()
+}
+
+/// schemars describes Rust's unsigned integers with `format: uint32`/`uint64`, which the API
+/// server does not know (it warns on every apply). They become `int64` with `minimum: 0`.
+fn kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let unsigned = map.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("uint"));
+                if unsigned {
+                    map.insert("format".into(), "int64".into());
+                    map.entry("minimum").or_insert(0.into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD always serialises");
+    walk(&mut value);
+    serde_json::from_value(value).expect("only formats changed")
 }
 
 /// All CRDs as one multi-document YAML stream (what `tailor-operator crds` prints).
@@ -36,6 +61,11 @@ mod tests {
             committed == crds_yaml(),
             "{path} drifted from the types: run `cargo run -p tailor-operator -- crds > crds/tailor.crds.yaml`"
         );
+    }
+
+    #[test]
+    fn no_format_unknown_to_the_api_server() {
+        assert!(!crds_yaml().contains("format: uint"));
     }
 
     #[test]
