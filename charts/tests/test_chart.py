@@ -5,6 +5,7 @@ validated by a real API server (server-side dry run, strict field validation).""
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import sys
 
 import pytest
@@ -347,10 +348,17 @@ def test_generated_files_match_their_sources():
 def test_rendered_objects_pass_the_api_servers_validation(cluster):
     """Each scenario's objects, sent to a real API server as a strict server-side dry run."""
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "charts/tailor/crds/tailor.crds.yaml"))
-    for scenario, (values, release, namespace) in SCENARIOS.items():
+
+    def dry_run(scenario):
+        values, release, namespace = SCENARIOS[scenario]
         cluster.kubectl("create", "namespace", namespace, check=False)
         objects = [strip_test_annotations(o) for o in render(values, release, namespace) if o["kind"] != "ServiceMonitor"]
-        stream = yaml.safe_dump_all(objects)
-        proc = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--validate=strict", "--field-manager=test", "-f", "-", input=stream, check=False)
+        proc = cluster.kubectl(
+            "apply", "--server-side", "--dry-run=server", "--validate=strict", f"--field-manager=test-{scenario}", "-f", "-",
+            input=yaml.safe_dump_all(objects), check=False,
+        )
         assert proc.returncode == 0, f"{scenario}: {proc.stderr}"
         assert proc.stdout.count("(server dry run)") == len(objects), proc.stdout
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(dry_run, SCENARIOS))
