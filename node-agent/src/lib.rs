@@ -2,4 +2,5 @@
 
 pub mod event;
 pub mod fsutil;
+pub mod pipeline;
 pub mod sinks;
