@@ -220,7 +220,8 @@ mod tests {
         assert!(r.collection_targets > 0);
         assert_eq!(r.node_configs, 10);
         // One LogBackup per (policy, node) with pods of the policy's namespace.
-        let pairs: std::collections::BTreeSet<(usize, usize)> = (0..300).map(|j| (j % 10, spread(j) % 10)).collect();
+        let pairs: std::collections::BTreeSet<(usize, usize)> =
+            (0..300).map(|j| (j % 10, spread(j) % 10)).collect();
         assert_eq!(r.log_backups, pairs.len());
     }
 }
