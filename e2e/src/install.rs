@@ -45,12 +45,14 @@ pub fn install_crds(kubectl: &Kubectl) -> Result<()> {
     Ok(())
 }
 
-/// Where the install's kustomize bases may live, most specific first.
+/// Where the install's kustomize bases may live (the whole install first) (`TAILOR_E2E_RBAC_DIR`
+/// overrides).
 fn rbac_candidates() -> Vec<PathBuf> {
     let root = repo_root();
-    ["config/rbac", "config/default", "config/install", "config"]
-        .iter()
-        .map(|p| root.join(p))
+    let overridden = std::env::var_os("TAILOR_E2E_RBAC_DIR").map(PathBuf::from);
+    overridden
+        .into_iter()
+        .chain(["config/default", "config/rbac", "config/install"].iter().map(|p| root.join(p)))
         .filter(|p| p.join("kustomization.yaml").is_file() || p.join("kustomization.yml").is_file())
         .collect()
 }
@@ -60,7 +62,7 @@ fn rbac_candidates() -> Vec<PathBuf> {
 pub fn rbac_manifests() -> Result<(String, PathBuf)> {
     let Some(dir) = rbac_candidates().into_iter().next() else {
         bail!(
-            "needs the install's RBAC: no kustomization under config/rbac, config/default or config/install"
+            "needs the install's RBAC: no kustomization under config/default, config/rbac or config/install"
         );
     };
     let rendered = kubectl::kustomize(&dir)?;

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cluster::Cluster;
 use crate::kubeconfig::{Identity, SYSTEM_NAMESPACE, write_impersonating};
@@ -35,6 +35,9 @@ impl Operators {
     pub fn start(cluster: &Cluster, tag: &str, replicas: usize) -> Result<Self> {
         cluster.require_rbac()?;
         let bins = paths::binaries()?;
+        if !paths::has_subcommand(&bins.operator, "run") {
+            bail!("needs `tailor-operator run` ({} has no run command yet)", bins.operator.display());
+        }
         let dir = cluster.work_dir().join(format!("operator-{tag}"));
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -86,6 +89,9 @@ impl AgentDirs {
 pub fn start_agent(cluster: &Cluster, node: &str, dirs: &AgentDirs, base: &Path) -> Result<Process> {
     cluster.require_rbac()?;
     let bins = paths::binaries()?;
+    if !paths::has_subcommand(&bins.agent, "run") {
+        bail!("needs `tailor-agent run` ({} has no run command yet)", bins.agent.display());
+    }
     let kubeconfig = base.join("kubeconfig");
     write_impersonating(cluster.kubeconfig(), &Identity::Agent { node: node.to_string() }, &kubeconfig)?;
     let metrics_addr = format!("127.0.0.1:{}", free_port()?);
