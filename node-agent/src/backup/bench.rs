@@ -6,12 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tailor_crds::backup::{BackupCompression, RetentionSpec};
-use tailor_crds::node::{
-    BackupTarget, ContainerInfo, HostRoot, HostRootKind, Input, InputKind, NodeBackup, PodInfo, SourceRef,
-};
+use tailor_crds::backup::BackupCompression;
 
 use super::engine::{Engine, EngineSettings, PassKind};
+use super::fixture::{FakePod, node_backup};
 use super::inputs::HostGlobResolver;
 
 /// Figures of one run.
@@ -80,38 +78,15 @@ pub fn bench_backup(
     compression: BackupCompression,
 ) -> std::io::Result<BenchReport> {
     let host = dir.join("host");
-    let pod_dir = host.join("var/log/pods/bench_app_uid/app");
-    std::fs::create_dir_all(&pod_dir)?;
     let mut settings = EngineSettings::new(dir.join("backup"), dir.join("state"), "bench-node");
     settings.close_after = Duration::ZERO;
     let mut engine = Engine::new(settings, Arc::new(HostGlobResolver { host_root: host.clone() }))
         .map_err(std::io::Error::other)?;
-    let target = BackupTarget {
-        pod: PodInfo { namespace: "bench".into(), name: "app".into(), uid: "uid".into(), workload: None },
-        container: ContainerInfo { name: "app".into(), ..Default::default() },
-        inputs: vec![Input {
-            kind: InputKind::Stdio,
-            streams: vec![],
-            container_path: None,
-            root: HostRoot {
-                kind: HostRootKind::PodLogs,
-                host_dir: Some("/var/log/pods/bench_app_uid/app".into()),
-                container_id: None,
-                runtime: None,
-            },
-            path: "*.log".into(),
-        }],
-        destination: "bench/app".into(),
-    };
-    let mut nb = NodeBackup {
-        source: SourceRef { namespace: "bench".into(), name: "policy".into(), generation: 1 },
-        log_backup: "policy-bench-node".into(),
-        interval: "60s".into(),
-        retention: RetentionSpec { max_age: "7d".into(), max_bytes: "1Ti".into() },
-        keep_terminated: true,
-        compression,
-        targets: vec![target],
-    };
+    let pod = FakePod::new("bench", "app", "app");
+    let pod_dir = pod.host_dir(&host);
+    let mut nb = node_backup("bench", "policy", std::slice::from_ref(&pod));
+    nb.retention.max_bytes = "1Ti".into();
+    nb.compression = compression;
     engine.apply(Some(1), vec![nb.clone()]);
     let mut writers: Vec<std::fs::File> = (0..files)
         .map(|i| std::fs::File::create(pod_dir.join(format!("{i}.log"))))

@@ -318,18 +318,36 @@ impl Engine {
             self.structural_change = true;
         }
         let mut first_err = None;
+        let mut paths = Vec::new();
         for input in &target.inputs {
             match self.resolver.resolve(input) {
-                Ok(paths) => {
-                    for path in paths {
-                        if let Err(e) = self.observe_file(pkey, nb, target, &destination, &path) {
-                            first_err.get_or_insert(e);
-                        }
-                    }
-                }
+                Ok(p) => paths.extend(p),
                 Err(message) => {
                     first_err.get_or_insert(BackupError::Resolve { target: target.key(), message });
                 }
+            }
+        }
+        // Known files first: a rotated file must take its new name (and free the old one)
+        // before a new file that wants the old name is named.
+        let mut found = Vec::with_capacity(paths.len());
+        for path in paths {
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() => {
+                    let key = SourceKey { policy: pkey.to_string(), dev: m.dev(), ino: m.ino() };
+                    let known = self.tracked.contains_key(&key) || self.orphans.contains_key(&key);
+                    found.push((!known, key, path));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    first_err.get_or_insert(BackupError::io("stat", &path, e));
+                }
+            }
+        }
+        found.sort();
+        for (_, key, path) in found {
+            if let Err(e) = self.observe_file(key, nb, target, &destination, &path) {
+                first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -386,19 +404,14 @@ impl Engine {
 
     fn observe_file(
         &mut self,
-        pkey: &str,
+        key: SourceKey,
         nb: &NodeBackup,
         target: &BackupTarget,
         destination: &str,
         path: &Path,
     ) -> Result<(), BackupError> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_file() => m,
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(BackupError::io("stat", path, e)),
-        };
-        let key = SourceKey { policy: pkey.to_string(), dev: meta.dev(), ino: meta.ino() };
+        let pkey = key.policy.clone();
+        let pkey = pkey.as_str();
         if self.tracked.contains_key(&key) {
             return self.follow_known(&key, target, path);
         }

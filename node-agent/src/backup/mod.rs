@@ -14,6 +14,7 @@ pub mod copy;
 pub mod dest;
 pub mod engine;
 pub mod error;
+pub mod fixture;
 pub mod identity;
 pub mod inputs;
 pub mod layout;
