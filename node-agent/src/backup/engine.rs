@@ -119,7 +119,6 @@ pub struct EngineCounters {
 struct Tracked {
     rec: SourceRecord,
     file: File,
-    dest: Option<File>,
     seen: bool,
     renamed: bool,
     terminated: bool,
@@ -433,7 +432,6 @@ impl Engine {
                 let mut t = Tracked {
                     rec,
                     file,
-                    dest: None,
                     seen: true,
                     renamed: false,
                     terminated: target.container.terminated,
@@ -475,7 +473,6 @@ impl Engine {
             Tracked {
                 rec,
                 file,
-                dest: None,
                 seen: true,
                 renamed: false,
                 terminated: target.container.terminated,
@@ -619,10 +616,10 @@ impl Engine {
         let dir = self.dest_dir(&t.rec.destination)?;
         let dest_path = dir.path().join(&t.rec.dest_name);
         let io = |op, e| BackupError::io(op, &dest_path, e);
-        if t.dest.is_none() {
-            t.dest = Some(dir.open_write(&t.rec.dest_name).map_err(|e| io("open", e))?);
-        }
-        let Some(dest) = t.dest.as_ref() else { return Ok(()) };
+        // Opened per pass, not kept: the agent holds no writable descriptor on the backup root
+        // between passes (an administrator can remount it read-only, a full disk can be freed).
+        let dest_file = dir.open_write(&t.rec.dest_name).map_err(|e| io("open", e))?;
+        let dest = &dest_file;
         let dest_len = dest.metadata().map_err(|e| io("stat", e))?.len();
         if dest_len > t.rec.dest_len {
             // Bytes past the committed length: a crash or a failed write left them; they are
@@ -687,7 +684,6 @@ impl Engine {
         t.rec.codec = None;
         t.rec.fingerprint = Fingerprint::of_file(&t.file, size)
             .map_err(|e| BackupError::io("read", &t.rec.source_path, e))?;
-        t.dest = None;
         t.closed = false;
         self.structural_change = true;
         Ok(())
@@ -756,7 +752,6 @@ impl Engine {
             t.rec.dest_name = new_name;
             t.rec.dest_len = len;
             t.rec.codec = Some(codec);
-            t.dest = None;
         }
         self.structural_change = true;
         Ok(())
