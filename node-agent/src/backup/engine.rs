@@ -226,6 +226,7 @@ impl Engine {
             t.seen = false;
         }
         self.observe_all(&mut errors);
+        self.drop_removed_policies();
         if self.passes == 0 || kind == PassKind::Sweep {
             self.settle_orphans();
         }
@@ -252,6 +253,23 @@ impl Engine {
         }
         self.passes += 1;
         self.reports(&errors)
+    }
+
+    /// A deleted policy stops copying at once (a deleted pod, by contrast, is drained); what
+    /// was copied stays until the policy's retention removes it.
+    fn drop_removed_policies(&mut self) {
+        let gone: Vec<SourceKey> = self
+            .tracked
+            .keys()
+            .filter(|k| !self.policies.get(&k.policy).is_some_and(|p| p.active))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(t) = self.tracked.remove(&key) {
+                tracing::info!(source = %t.rec.source_path.display(), policy = key.policy, "policy removed; copy stops");
+                self.retire_record(&t.rec);
+            }
+        }
     }
 
     /// Resolves every target of every policy and follows its files.

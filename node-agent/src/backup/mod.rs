@@ -159,12 +159,14 @@ where
     engine.apply(generation, backups);
     let mut next_sweep = Instant::now();
     let mut config_open = true;
+    let mut catch_up = false;
     tokio::pin!(shutdown);
     tracing::info!(root = %settings.backup_root.display(), "backup engine started");
     loop {
         let kind = tokio::select! {
             biased;
             _ = &mut shutdown => PassKind::Final,
+            _ = std::future::ready(()), if catch_up => PassKind::Event,
             changed = config_rx.changed(), if config_open => {
                 if changed.is_err() {
                     config_open = false;
@@ -193,7 +195,8 @@ where
         let (e, reports) = pass(engine, kind).await?;
         engine = e;
         publisher.publish(&reports, generation).await;
-        watcher.set_dirs(&engine.watched_dirs());
+        // New directories: one more pass for what was written before their watch existed.
+        catch_up = watcher.set_dirs(&engine.watched_dirs());
         if kind == PassKind::Final {
             tracing::info!("backup engine stopped");
             return Ok(());

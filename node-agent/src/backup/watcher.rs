@@ -26,8 +26,10 @@ impl DirWatcher {
         Ok(DirWatcher { fd, watches: HashMap::new(), buf: vec![MaybeUninit::uninit(); 16 * 1024] })
     }
 
-    /// Watches exactly `dirs` (a directory that vanished simply drops out).
-    pub fn set_dirs(&mut self, dirs: &BTreeSet<PathBuf>) {
+    /// Watches exactly `dirs` (a directory that vanished simply drops out). Returns whether a
+    /// watch was added: what was written there before it was added raised no event.
+    pub fn set_dirs(&mut self, dirs: &BTreeSet<PathBuf>) -> bool {
+        let mut added = false;
         let gone: Vec<PathBuf> = self.watches.keys().filter(|d| !dirs.contains(*d)).cloned().collect();
         for d in gone {
             if let Some(wd) = self.watches.remove(&d) {
@@ -48,10 +50,12 @@ impl DirWatcher {
             match inotify::add_watch(self.fd.get_ref(), d, flags) {
                 Ok(wd) => {
                     self.watches.insert(d.clone(), wd);
+                    added = true;
                 }
                 Err(e) => tracing::debug!(dir = %d.display(), error = %e, "cannot watch"),
             }
         }
+        added
     }
 
     /// Waits until something changed in a watched directory (drains all queued events).
