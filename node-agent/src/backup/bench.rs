@@ -36,6 +36,21 @@ impl BenchReport {
     pub fn compress_cpu_s_per_gb(&self) -> f64 {
         self.compress_cpu_seconds / (self.bytes as f64 / 1e9)
     }
+
+    /// The figures, one per line.
+    pub fn summary(&self) -> String {
+        format!(
+            "backup copy: {files} files, {mb:.0} MB in {rounds}: {cmbs:.0} MB/s, {ccpu:.2} CPU s/GB\n\
+             backup close+compress: {zmbs:.0} MB/s, {zcpu:.2} CPU s/GB",
+            files = self.files,
+            mb = self.bytes as f64 / 1e6,
+            rounds = format_args!("{:.2}s", self.copy_seconds),
+            cmbs = self.copy_mb_per_s(),
+            ccpu = self.copy_cpu_s_per_gb(),
+            zmbs = self.compress_mb_per_s(),
+            zcpu = self.compress_cpu_s_per_gb(),
+        )
+    }
 }
 
 /// CPU time of this process (user + system).

@@ -5,7 +5,7 @@
 //! Everything here is blocking file IO: the async shell (`run`) calls `pass` on a blocking
 //! thread. Decisions that need no IO live in `layout`, `retention`, `identity` and `status`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -815,26 +815,33 @@ impl Engine {
     /// Files of a policy's destinations, with whether a followed source still writes to them.
     fn policy_files(&self, pkey: &str) -> Vec<BackupFile> {
         let Some(p) = self.policies.get(pkey) else { return Vec::new() };
+        let active: HashSet<(&str, &str)> = self
+            .tracked
+            .values()
+            .filter(|t| !t.closed)
+            .map(|t| (t.rec.destination.as_str(), t.rec.dest_name.as_str()))
+            .chain(self.orphans.values().map(|r| (r.destination.as_str(), r.dest_name.as_str())))
+            .collect();
         let mut out = Vec::new();
         for destination in &p.destinations {
             let dir = self.settings.backup_root.join(destination);
             let Ok(files) = list_files(&dir) else { continue };
             for (name, meta) in files {
-                let active = self
-                    .tracked
-                    .values()
-                    .any(|t| t.rec.destination == *destination && t.rec.dest_name == name && !t.closed)
-                    || self.orphans.values().any(|r| r.destination == *destination && r.dest_name == name);
                 out.push(BackupFile {
+                    active: active.contains(&(destination.as_str(), name.as_str())),
                     destination: destination.clone(),
                     name,
                     len: meta.len(),
                     mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    active,
                 });
             }
         }
         out
+    }
+
+    /// Is there more to copy than one pass copies (a backlog that no event will announce)?
+    pub fn has_backlog(&self) -> bool {
+        self.tracked.values().any(|t| t.size > t.rec.offset)
     }
 
     /// Deletes files past each policy's retention (also of policies that are gone), oldest first.

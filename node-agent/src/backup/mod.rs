@@ -197,6 +197,9 @@ where
         publisher.publish(&reports, generation).await;
         // New directories: one more pass for what was written before their watch existed.
         catch_up = watcher.set_dirs(&engine.watched_dirs());
+        // A backlog larger than one pass copies: go on at once, unless the copy is failing
+        // (then the next event or sweep retries, without spinning).
+        catch_up |= engine.has_backlog() && reports.iter().all(|r| r.error.is_none());
         if kind == PassKind::Final {
             tracing::info!("backup engine stopped");
             return Ok(());
