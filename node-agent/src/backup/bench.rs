@@ -135,3 +135,48 @@ pub fn bench_backup(
     };
     Ok(report)
 }
+
+/// `tailor-agent bench backup` options.
+#[derive(Debug, clap::Args)]
+pub struct BenchBackupArgs {
+    /// Where to write the source files and the backup (a real disk, not tmpfs, for real figures).
+    #[arg(long, default_value = "/var/tmp")]
+    pub dir: std::path::PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub files: usize,
+    #[arg(long, default_value_t = 128)]
+    pub mib_per_file: u64,
+    /// Appends per file, with a copy pass after each.
+    #[arg(long, default_value_t = 16)]
+    pub rounds: u32,
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: BenchCompression,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BenchCompression {
+    Zstd,
+    Gzip,
+    None,
+}
+
+/// Runs the benchmark and returns its figures as text.
+pub fn run_bench(args: &BenchBackupArgs) -> std::io::Result<String> {
+    let dir = tempfile_dir(&args.dir)?;
+    let compression = match args.compression {
+        BenchCompression::Zstd => BackupCompression::Zstd,
+        BenchCompression::Gzip => BackupCompression::Gzip,
+        BenchCompression::None => BackupCompression::None,
+    };
+    let r = bench_backup(&dir, args.files, args.mib_per_file << 20, args.rounds, compression);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(r?.summary())
+}
+
+/// A fresh directory for one run.
+fn tempfile_dir(base: &Path) -> std::io::Result<std::path::PathBuf> {
+    let d = base.join(format!("tailor-bench-backup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

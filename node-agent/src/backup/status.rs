@@ -28,8 +28,9 @@ pub fn compute_status(
     let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let phase = match &report.error {
         Some(e) if e.permanent => BackupPhase::Failed,
-        Some(e) if e.destination_unavailable => BackupPhase::Degraded,
-        Some(_) if report.sources == 0 => BackupPhase::Degraded,
+        // A full or read-only root, a path that does not resolve, a state that cannot be
+        // written: copying goes on where it can and retries the rest by itself.
+        Some(_) => BackupPhase::Degraded,
         _ if report.sources == 0 && report.files == 0 => BackupPhase::Pending,
         _ if report.lag_bytes > 0 => BackupPhase::Syncing,
         _ => BackupPhase::Synced,
