@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docker_support::{Engine, SOCKET, docker, wait_for};
-use tailor_agent::docker::{DockerClient, DockerConfig, DockerRootfs, discovery::Discovery};
+use tailor_agent::docker::discovery::Discovery;
+use tailor_agent::docker::{DockerClient, DockerConfig, DockerRootfs};
 use tailor_crds::node::{CollectionTarget, HostRootKind, InputKind, NodeLogConfigSpec};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
@@ -119,7 +120,8 @@ backups:
         "test-node",
         locator.clone(),
         Box::new(move |generation, spec| *sink.lock().unwrap() = Some((generation, spec))),
-    );
+    )
+    .removed_linger(Duration::from_secs(1));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runner = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -190,10 +192,11 @@ backups:
     assert!(upper.ends_with("diff"), "{upper:?}");
     assert_eq!(lines(&upper.join("opt/logs/a.log")), 20);
 
-    // Removed: gone from the spec and from the locator.
+    // Removed: at once out of the locator, and out of the spec once it had time to be drained.
     docker(&["rm", "-f", &engine.name("a2")]);
-    wait_for("a removed", LIMIT, || latest_spec(&latest).filter(|s| target(s, &a).is_none()));
-    assert_eq!(locator.rootfs("docker", &a), None);
+    wait_for("a out of the locator", LIMIT, || locator.rootfs("docker", &a).is_none().then_some(()));
+    assert!(target(&latest_spec(&latest).unwrap(), &a).is_some_and(|t| t.container.terminated));
+    wait_for("a out of the spec", LIMIT, || latest_spec(&latest).filter(|s| target(s, &a).is_none()));
     let generation = latest.lock().unwrap().as_ref().unwrap().0;
     assert!(generation >= 4, "every change is a new generation, got {generation}");
 

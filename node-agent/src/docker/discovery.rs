@@ -20,8 +20,11 @@ use super::translate::render_spec;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How often the config file is checked for changes.
-const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// How often the config file is checked for changes and lingering targets are pruned.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// A removed container stays in the spec (terminated) this long by default, so that the engines
+/// see it terminate and drain the files they hold open before the target disappears.
+pub const REMOVED_LINGER: Duration = Duration::from_secs(10);
 
 /// Receives each new spec with its generation (1, 2, ...); called only when the spec changed.
 pub type Publish = Box<dyn FnMut(i64, NodeLogConfigSpec) + Send>;
@@ -35,6 +38,9 @@ pub struct Discovery {
     locator: DockerRootfs,
     publish: Publish,
     containers: BTreeMap<String, Container>,
+    /// Removed containers, kept for `REMOVED_LINGER` from their removal.
+    removed: BTreeMap<String, (Container, Instant)>,
+    removed_linger: Duration,
     published: Option<NodeLogConfigSpec>,
     generation: i64,
 }
@@ -56,6 +62,8 @@ impl Discovery {
             locator,
             publish,
             containers: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            removed_linger: REMOVED_LINGER,
             published: None,
             generation: 0,
         }
@@ -66,6 +74,12 @@ impl Discovery {
     pub fn watch_config_file(mut self, path: PathBuf) -> Self {
         self.config_stamp = stamp(&path);
         self.config_path = Some(path);
+        self
+    }
+
+    /// How long a removed container stays in the spec (`REMOVED_LINGER` by default).
+    pub fn removed_linger(mut self, linger: Duration) -> Self {
+        self.removed_linger = linger;
         self
     }
 
@@ -101,7 +115,7 @@ impl Discovery {
         let mut resync =
             tokio::time::interval_at(Instant::now() + self.config.resync(), self.config.resync());
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut config_poll = tokio::time::interval_at(Instant::now() + CONFIG_POLL, CONFIG_POLL);
+        let mut housekeeping = tokio::time::interval_at(Instant::now() + HOUSEKEEPING, HOUSEKEEPING);
         loop {
             tokio::select! {
                 event = events.next() => match event? {
@@ -111,7 +125,11 @@ impl Discovery {
                     }),
                 },
                 _ = resync.tick() => self.resync().await?,
-                _ = config_poll.tick() => self.reload_config(),
+                _ = housekeeping.tick() => {
+                    self.reload_config();
+                    let linger = self.removed_linger;
+                    self.removed.retain(|_, (_, at)| at.elapsed() < linger);
+                }
             }
             self.publish_if_changed();
         }
@@ -129,7 +147,16 @@ impl Discovery {
             }
         }
         self.locator.replace_all(fresh.values());
-        self.containers = fresh;
+        let old = std::mem::replace(&mut self.containers, fresh);
+        for (id, c) in old {
+            // Removed while we were not looking (engine outage, lost event).
+            if !self.containers.contains_key(&id) {
+                self.mark_removed(id, c);
+            }
+        }
+        for id in self.containers.keys() {
+            self.removed.remove(id);
+        }
         self.publish_if_changed();
         Ok(())
     }
@@ -155,8 +182,16 @@ impl Discovery {
     }
 
     fn forget(&mut self, id: &str) {
-        self.containers.remove(id);
+        if let Some(c) = self.containers.remove(id) {
+            self.mark_removed(id.to_string(), c);
+        }
         self.locator.remove(id);
+    }
+
+    fn mark_removed(&mut self, id: String, mut c: Container) {
+        c.status = "removed".into();
+        c.running = false;
+        self.removed.insert(id, (c, Instant::now()));
     }
 
     fn reload_config(&mut self) {
@@ -176,7 +211,8 @@ impl Discovery {
     }
 
     fn publish_if_changed(&mut self) {
-        let containers: Vec<Container> = self.containers.values().cloned().collect();
+        let containers: Vec<Container> =
+            self.containers.values().chain(self.removed.values().map(|(c, _)| c)).cloned().collect();
         let spec = render_spec(&self.config, &containers, &self.node);
         if self.published.as_ref() == Some(&spec) {
             return;

@@ -127,7 +127,8 @@ pub struct Container {
     pub image: String,
     pub labels: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
-    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited`, `dead`.
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited`, `dead`; `removed`
+    /// once the engine forgot it (docker mode keeps it a little while).
     pub status: String,
     /// Its writable layer is mounted (`MergedDir` exists).
     pub running: bool,
@@ -194,7 +195,7 @@ impl Container {
 
     /// It ran and stopped: its files only need draining.
     pub fn terminated(&self) -> bool {
-        matches!(self.status.as_str(), "exited" | "dead" | "removing")
+        matches!(self.status.as_str(), "exited" | "dead" | "removing" | "removed")
     }
 
     /// Whether it belongs to a Kubernetes pod (cri-dockerd).
