@@ -3,6 +3,7 @@
 pub mod ack;
 pub mod backup;
 pub mod encode;
+pub mod docker;
 pub mod event;
 pub mod fsutil;
 pub mod pipeline;
