@@ -2,8 +2,8 @@
 
 pub mod ack;
 pub mod backup;
-pub mod encode;
 pub mod docker;
+pub mod encode;
 pub mod event;
 pub mod fsutil;
 pub mod pipeline;
