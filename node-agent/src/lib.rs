@@ -1,9 +1,16 @@
 //! Tailor's node agent: applies its node's `NodeLogConfig`.
 
 pub mod ack;
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
 pub mod encode;
+pub mod engine;
 pub mod event;
 pub mod fsutil;
+pub mod metrics;
 pub mod process;
 pub mod resolve;
 pub mod sinks;
+pub mod status;
