@@ -10,6 +10,7 @@ pub mod engine;
 pub mod event;
 pub mod fsutil;
 pub mod metrics;
+pub mod pipeline;
 pub mod process;
 pub mod resolve;
 pub mod sinks;
