@@ -87,6 +87,12 @@ pub struct Applied {
     pub spec: NodeLogConfigSpec,
 }
 
+impl crate::backup::BackupConfigView for Applied {
+    fn backups(&self) -> (Option<i64>, Vec<tailor_crds::node::NodeBackup>) {
+        (Some(self.generation), self.spec.backups.clone())
+    }
+}
+
 /// What the engine reports for the NodeLogConfig status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EngineStatus {

@@ -25,6 +25,11 @@ enum Command {
     Run(Box<RunArgs>),
     /// Measure the tailer: lines/s, MB/s, CPU seconds per GB, peak RSS.
     Bench(bench::BenchArgs),
+    /// Find and read the backed-up original log files on this node.
+    Backups {
+        #[command(subcommand)]
+        command: tailor_agent::backup::cli::BackupsCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -94,6 +99,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(run(*args)),
         Command::Bench(args) => bench::run(args),
+        Command::Backups { command } => rt.block_on(async {
+            let mut out = std::io::stdout();
+            tailor_agent::backup::cli::run(command, &mut out).await.map_err(anyhow::Error::from)
+        }),
     }
 }
 
@@ -103,7 +112,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.docker {
         anyhow::bail!("--docker discovery is not available in this build");
     }
-    let _ = (&args.backup_root, &args.docker_host);
+    let _ = &args.docker_host;
     let metrics = Arc::new(Metrics::default());
     let (config_tx, config_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(EngineStatus::default());
@@ -124,6 +133,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             kube_client = Some(client);
         }
     }
+    // The backup engine follows the same configuration channel.
+    let (backup_stop_tx, mut backup_stop_rx) = watch::channel(false);
+    let backup_task = args.backup_root.as_ref().map(|root| {
+        let settings = tailor_agent::backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
+        let resolver = Arc::new(tailor_agent::backup::HostGlobResolver { host_root: args.host_root.clone() });
+        let sink: Box<dyn tailor_agent::backup::StatusSink> = match &kube_client {
+            Some(client) => Box::new(tailor_agent::backup::KubeStatusSink { client: client.clone() }),
+            None => Box::new(tailor_agent::backup::LogStatusSink),
+        };
+        let stop = async move {
+            let _ = backup_stop_rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(tailor_agent::backup::run(config_rx.clone(), settings, resolver, sink, stop))
+    });
     if let Some(client) = kube_client {
         tokio::spawn(status::write_status(
             client,
@@ -169,9 +192,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     loop {
         tokio::select! {
-            _ = term.recv() => on_signal(&shutdown),
-            _ = int.recv() => on_signal(&shutdown),
+            _ = term.recv() => on_signal(&shutdown, &backup_stop_tx),
+            _ = int.recv() => on_signal(&shutdown, &backup_stop_tx),
             ok = &mut done_rx => {
+                if let Some(task) = backup_task {
+                    let _ = backup_stop_tx.send(true);
+                    match tokio::time::timeout(args.shutdown_grace, task).await {
+                        Ok(Ok(Err(e))) => tracing::error!(error = %e, "backup engine failed"),
+                        Err(_) => tracing::warn!("backup engine did not finish within the grace period"),
+                        _ => {}
+                    }
+                }
                 tracing::info!("stopped");
                 return if ok.unwrap_or(false) { Ok(()) } else { anyhow::bail!("collection engine panicked") };
             }
@@ -179,7 +210,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-fn on_signal(shutdown: &Shutdown) {
+fn on_signal(shutdown: &Shutdown, backup_stop: &watch::Sender<bool>) {
+    let _ = backup_stop.send(true);
     match shutdown.request() {
         1 => tracing::info!("signal: stopping gracefully (a second signal forces)"),
         _ => tracing::warn!("second signal: stopping now"),
