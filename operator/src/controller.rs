@@ -344,11 +344,13 @@ pub async fn run(
     let mut state = LoopState::default();
     let mut retry = settings.retry;
     let mut wait = Duration::ZERO;
+    let mut election_running = true;
     loop {
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = leader.changed() => {}
+            // Becoming leader triggers a pass at once; an ended election stops being polled.
+            changed = leader.changed(), if election_running => election_running = changed.is_ok(),
             _ = shutdown.changed() => break,
         }
         // Let a burst of changes (a rollout, a resync of the watches) settle into one pass.
