@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::ObjectMeta;
 use tailor_crds::node::NodeLogConfig;
-use tailor_crds::{LogBackup, LogBackupSpec, SelectionStatus};
+use tailor_crds::{LogBackup, LogBackupSpec, SelectionStatus, condition};
 
 use crate::render::{
     ClusterInput, DesiredLogBackup, RenderedCluster, ResourceKey, ResourceKind, resource_key,
@@ -31,6 +31,16 @@ pub struct StatusUpdate {
     pub status: SelectionStatus,
 }
 
+/// A Kubernetes Event about a user resource: published when a problem appears, not on every
+/// pass, so that the events of a resource tell its story.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub key: ResourceKey,
+    pub uid: Option<String>,
+    pub reason: String,
+    pub note: String,
+}
+
 /// The writes, in the order they are made.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -44,6 +54,8 @@ pub struct Plan {
     pub delete_node_configs: Vec<String>,
     /// User resources whose status changed, by kind, namespace, name.
     pub statuses: Vec<StatusUpdate>,
+    /// Warning events for problems that just appeared (an invalid spec, unmapped sources).
+    pub events: Vec<EventNote>,
 }
 
 impl Plan {
@@ -53,6 +65,7 @@ impl Plan {
             && self.delete_log_backups.is_empty()
             && self.delete_node_configs.is_empty()
             && self.statuses.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -169,10 +182,31 @@ pub fn plan(
         let acked = acknowledged_nodes(key, summary, &in_cluster);
         let status = selection_status(summary, &acked, previous, now);
         if previous != Some(&status) {
+            for c in &status.conditions {
+                if let Some(note) = new_problem(previous, c) {
+                    plan.events.push(EventNote {
+                        key: key.clone(),
+                        uid: summary.uid.clone(),
+                        reason: c.reason.clone(),
+                        note,
+                    });
+                }
+            }
             plan.statuses.push(StatusUpdate { key: key.clone(), status });
         }
     }
     plan
+}
+
+/// The message of a problem condition (`Invalid`, `Degraded`) that turned true or changed
+/// reason since `previous`.
+fn new_problem(previous: Option<&SelectionStatus>, c: &Condition) -> Option<String> {
+    if !matches!(c.type_.as_str(), condition::INVALID | condition::DEGRADED) || c.status != "True" {
+        return None;
+    }
+    let before = previous.and_then(|p| p.conditions.iter().find(|p| p.type_ == c.type_));
+    let known = before.is_some_and(|b| b.status == "True" && b.reason == c.reason);
+    (!known).then(|| c.message.clone())
 }
 
 /// The status each well-formed user resource has now.

@@ -23,6 +23,7 @@ type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 const NLC: &str = "/apis/logging.tailor.dev/v1alpha1/nodelogconfigs";
 const SHOP: &str = "/apis/logging.tailor.dev/v1alpha1/namespaces/shop";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces";
 
 /// One expected call and how to answer it.
 struct Step {
@@ -34,6 +35,10 @@ struct Step {
 
 fn patch(path: String, check: impl Fn(&Value) + Send + 'static) -> Step {
     Step { method: Method::PATCH, path, fail: false, check: Box::new(check) }
+}
+
+fn post(path: String, check: impl Fn(&Value) + Send + 'static) -> Step {
+    Step { method: Method::POST, path, fail: false, check: Box::new(check) }
 }
 
 fn delete(path: String) -> Step {
@@ -49,7 +54,7 @@ async fn verify(mut handle: ApiHandle, steps: Vec<Step>) -> ApiHandle {
             .unwrap_or_else(|| panic!("expected {} {}, but no more calls came", step.method, step.path));
         assert_eq!((req.method(), req.uri().path()), (&step.method, step.path.as_str()), "unexpected call");
         let query = req.uri().query().unwrap_or_default().to_string();
-        if step.method == Method::PATCH {
+        if step.method == Method::PATCH && !step.path.starts_with(EVENTS) {
             assert!(query.contains("fieldManager=tailor-operator"), "{query}");
             assert!(query.contains("force=true"), "{query}");
         }
@@ -87,7 +92,7 @@ fn echo(path: &str, mut body: Value) -> Value {
 /// Runs one pass (as leader) against the steps; fails on a missing, different or extra call.
 async fn scenario(snapshot: Snapshot, steps: Vec<Step>) -> PassReport {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context { client: Client::new(service, "default"), metrics: Arc::new(Metrics::new()) };
+    let ctx = Context::new(Client::new(service, "default"), Arc::new(Metrics::new()), "test-0");
     let verifier = tokio::spawn(verify(handle, steps));
     let report =
         tokio::time::timeout(Duration::from_secs(10), pass(&ctx, snapshot, &mut LoopState::default(), true))
@@ -213,11 +218,20 @@ async fn first_pass_creates_node_configs_log_backups_and_statuses() {
             assert_eq!(b["kind"], "LogBackupPolicy");
             assert_eq!(b["status"]["observedGeneration"], 1);
         }),
+        // Warning events for the problems that just appeared, on the resources themselves.
+        post(format!("{EVENTS}/shop/events"), |b| {
+            assert_eq!((&b["type"], &b["reason"]), (&json!("Warning"), &json!("InvalidRegex")));
+            assert_eq!(b["regarding"]["name"], "broken");
+            assert_eq!(b["reportingController"], "tailor-operator");
+        }),
+        post(format!("{EVENTS}/shop/events"), |b| {
+            assert_eq!((&b["reason"], &b["regarding"]["name"]), (&json!("UnmappedSources"), &json!("web")));
+        }),
     ];
     let report = scenario(fixture(), steps).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let s = report.stats;
-    assert_eq!((s.node_configs_applied, s.log_backups_applied, s.statuses), (2, 2, 3));
+    assert_eq!((s.node_configs_applied, s.log_backups_applied, s.statuses, s.events), (2, 2, 3, 2));
 }
 
 #[tokio::test]
@@ -267,7 +281,7 @@ async fn nothing_is_written_when_nothing_changed() {
     assert!(report.plan.is_empty());
     // A replica that does not hold the lease never writes, even when there is something to do.
     let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context { client: Client::new(service, "default"), metrics: Arc::new(Metrics::new()) };
+    let ctx = Context::new(Client::new(service, "default"), Arc::new(Metrics::new()), "test-0");
     let report = pass(&ctx, fixture(), &mut LoopState::default(), false).await;
     assert!(!report.plan.is_empty());
     drop(ctx);
