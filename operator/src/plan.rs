@@ -74,9 +74,14 @@ pub fn desired_node_config(rendered: &RenderedCluster, node: &str) -> Option<Nod
     let spec = rendered.nodes.get(node)?;
     let mut nlc = NodeLogConfig::new(node, spec.clone());
     nlc.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
-    // Owned by its Node, so the garbage collector removes it with the Node even while the
-    // operator is down.
-    nlc.metadata.owner_references = rendered.node_uids.get(node).map(|uid| {
+    nlc.metadata.owner_references = node_owner(rendered, node);
+    Some(nlc)
+}
+
+/// A NodeLogConfig is owned by its Node, so the garbage collector removes it with the Node
+/// even while the operator is down.
+fn node_owner(rendered: &RenderedCluster, node: &str) -> Option<Vec<OwnerReference>> {
+    rendered.node_uids.get(node).map(|uid| {
         vec![OwnerReference {
             api_version: "v1".into(),
             kind: "Node".into(),
@@ -84,8 +89,7 @@ pub fn desired_node_config(rendered: &RenderedCluster, node: &str) -> Option<Nod
             uid: uid.clone(),
             ..Default::default()
         }]
-    });
-    Some(nlc)
+    })
 }
 
 /// The LogBackup object the operator applies for a (policy, node), owned by the policy.
@@ -140,13 +144,13 @@ pub fn plan(
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
         .collect();
 
-    for node in rendered.nodes.keys() {
-        let Some(want) = desired_node_config(rendered, node) else { continue };
+    for (node, spec) in &rendered.nodes {
+        // Compared in place: a large cluster's specs are only cloned when they changed.
         let same = in_cluster.get(node.as_str()).is_some_and(|have| {
-            have.spec == want.spec && have.metadata.owner_references == want.metadata.owner_references
+            have.spec == *spec && have.metadata.owner_references == node_owner(rendered, node)
         });
         if !same {
-            plan.apply_node_configs.push(want);
+            plan.apply_node_configs.extend(desired_node_config(rendered, node));
         }
     }
     plan.delete_node_configs =

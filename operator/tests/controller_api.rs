@@ -91,13 +91,16 @@ fn echo(path: &str, mut body: Value) -> Value {
 
 /// Runs one pass (as leader) against the steps; fails on a missing, different or extra call.
 async fn scenario(snapshot: Snapshot, steps: Vec<Step>) -> PassReport {
+    scenario_with(snapshot, steps, &mut LoopState::default()).await
+}
+
+async fn scenario_with(snapshot: Snapshot, steps: Vec<Step>, state: &mut LoopState) -> PassReport {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let ctx = Context::new(Client::new(service, "default"), Arc::new(Metrics::new()), "test-0");
     let verifier = tokio::spawn(verify(handle, steps));
-    let report =
-        tokio::time::timeout(Duration::from_secs(10), pass(&ctx, snapshot, &mut LoopState::default(), true))
-            .await
-            .expect("the pass hung: it made a call the scenario does not answer");
+    let report = tokio::time::timeout(Duration::from_secs(10), pass(&ctx, snapshot, state, true))
+        .await
+        .expect("the pass hung: it made a call the scenario does not answer");
     drop(ctx);
     let mut handle = tokio::time::timeout(Duration::from_secs(5), verifier)
         .await
@@ -306,4 +309,26 @@ async fn a_failed_write_does_not_stop_the_others() {
     assert_eq!(report.errors[0].category(), "api");
     assert!(report.errors[0].to_string().contains("NodeLogConfig/node-a"), "{}", report.errors[0]);
     assert_eq!(report.stats.node_configs_applied, 1);
+}
+
+#[tokio::test]
+async fn a_malformed_resource_gets_its_status_once() {
+    let mut s = settled(fixture());
+    let text = "apiVersion: logging.tailor.dev/v1alpha1\nkind: LogBackupPolicy\n\
+                metadata: {name: odd, namespace: shop, uid: u-odd, generation: 2}\n\
+                spec: {keepTerminated: maybe}\n";
+    s.input.malformed = tailor_operator::files::parse_objects(text, "t").unwrap().malformed;
+    let mut state = LoopState::default();
+    let steps = vec![
+        patch(format!("{SHOP}/logbackuppolicies/odd/status"), |b| {
+            let invalid = condition(&b["status"], "Invalid");
+            assert_eq!((&invalid["status"], &invalid["reason"]), (&json!("True"), &json!("Malformed")));
+            assert!(invalid["message"].as_str().unwrap().contains("\"maybe\""), "{invalid}");
+        }),
+        post(format!("{EVENTS}/shop/events"), |b| assert_eq!(b["reason"], "Malformed")),
+    ];
+    scenario_with(s.clone(), steps, &mut state).await;
+    // Its status cannot be read back from the cache, yet the next pass does not rewrite it.
+    let report = scenario_with(s, vec![], &mut state).await;
+    assert!(report.plan.is_empty());
 }
