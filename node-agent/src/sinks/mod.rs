@@ -43,3 +43,9 @@ pub trait Sink: Send + 'static {
     /// Deliver every event of the batch (see the module's contract).
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>>;
 }
+
+pub mod elasticsearch;
+pub mod http;
+pub mod kafka;
+pub mod loki;
+pub mod net;
