@@ -252,14 +252,17 @@ impl ElasticsearchSink {
                         source: Some(Box::new(e)),
                     })?;
                 let uris = &self.bulk_uris;
+                let mut used = self.current;
                 let first = self.current;
                 let (verdict, resp) = self
                     .sender
                     .send_until_final(ids.len(), |attempt| {
-                        let uri = &uris[(first + attempt as usize) % uris.len()];
-                        self.sender.post(uri, &body, "application/x-ndjson", encoding, &self.headers)
+                        used = (first + attempt as usize) % uris.len();
+                        self.sender.post(&uris[used], &body, "application/x-ndjson", encoding, &self.headers)
                     })
                     .await?;
+                // Stay on the endpoint that answered.
+                self.current = used;
                 match verdict {
                     Verdict::Delivered => match parse_bulk_response(&resp.body, ids.len()) {
                         ItemsOutcome::AllDelivered => SinkStats::add(&self.sender.stats.delivered, ids.len()),
