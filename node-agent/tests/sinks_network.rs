@@ -280,7 +280,7 @@ fn es_handler(index: Arc<Mutex<EsIndex>>) -> Handler {
                 errors = true;
                 serde_json::json!({"index": {"_id": id, "status": 400,
                     "error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}}})
-            } else if first_time && line_no(message) % 3 == 0 {
+            } else if first_time && line_no(message).is_multiple_of(3) {
                 errors = true;
                 serde_json::json!({"index": {"_id": id, "status": 429,
                     "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}})
