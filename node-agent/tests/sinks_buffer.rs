@@ -12,16 +12,16 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tailor_agent::buffer::{DiskBuffer, buffer_dir};
 use tailor_agent::event::{Event, EventFlags, FileId, TargetMeta};
-use tailor_agent::sinks::net::{RetryPolicy, SinkContext, SinkStats};
+use tailor_agent::sinks::net::{NetContext, NetOptions, NetStats, RetryPolicy};
 use tailor_agent::sinks::{Sink, SinkError};
 use tailor_crds::collection::{BufferSpec, BufferType, WhenFull};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 /// A destination that is down until `up` is set, then records event offsets.
 struct Recorder {
     up: Arc<AtomicBool>,
     got: Arc<Mutex<Vec<u64>>>,
-    shutdown: CancellationToken,
+    stop: watch::Receiver<bool>,
 }
 
 impl Sink for Recorder {
@@ -34,7 +34,7 @@ impl Sink for Recorder {
             while !self.up.load(Ordering::SeqCst) {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                    _ = self.shutdown.cancelled() => return Err(SinkError::ShuttingDown { sink: "recorder".into() }),
+                    _ = tailor_agent::sinks::net::stopped(&self.stop) => return Err(SinkError::ShuttingDown { sink: "recorder".into() }),
                 }
             }
             self.got.lock().unwrap().extend(events.iter().map(|e| e.offset));
@@ -66,14 +66,18 @@ fn batch(first: u64, n: u64) -> Vec<Event> {
         .collect()
 }
 
-fn ctx(state: &std::path::Path, token: CancellationToken) -> SinkContext {
-    let mut c = SinkContext::new("shop/cfg/out", state, token);
-    c.retry = RetryPolicy {
+fn ctx(state: &std::path::Path, stop: &watch::Receiver<bool>) -> NetContext {
+    let retry = RetryPolicy {
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
-    c
+    NetContext {
+        name: "shop/cfg/out".into(),
+        state_dir: state.to_path_buf(),
+        opts: NetOptions { retry, ..NetOptions::default() },
+        force_stop: stop.clone(),
+    }
 }
 
 fn spec(max: &str, when_full: WhenFull) -> BufferSpec {
@@ -97,15 +101,15 @@ async fn restart_during_an_outage_loses_nothing() {
     let got: Arc<Mutex<Vec<u64>>> = Arc::default();
 
     // First run: the destination is down; every batch is acknowledged once it is on disk.
-    let token = CancellationToken::new();
-    let c = ctx(state.path(), token.clone());
-    let inner = Recorder { up: up.clone(), got: got.clone(), shutdown: token.clone() };
-    let mut buf = DiskBuffer::open(&spec("2Mi", WhenFull::Block), &c, Box::new(inner)).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let c = ctx(state.path(), &rx);
+    let inner = Recorder { up: up.clone(), got: got.clone(), stop: rx.clone() };
+    let mut buf = DiskBuffer::open(&spec("2Mi", WhenFull::Block), &c, Box::new(inner)).unwrap();
     for b in 0..50 {
         buf.deliver(&batch(b * 100, 100)).await.unwrap();
     }
     assert!(buf.pending_bytes() > 50 * 100 * 256);
-    token.cancel();
+    stop.send(true).unwrap();
     wait_for("the drain task to stop", || !buf.is_draining()).await;
     drop(buf);
     assert!(got.lock().unwrap().is_empty());
@@ -128,10 +132,10 @@ async fn restart_during_an_outage_loses_nothing() {
 
     // Second run: the destination is back.
     up.store(true, Ordering::SeqCst);
-    let token = CancellationToken::new();
-    let c = ctx(state.path(), token.clone());
-    let inner = Recorder { up: up.clone(), got: got.clone(), shutdown: token.clone() };
-    let mut buf = DiskBuffer::open(&spec("2Mi", WhenFull::Block), &c, Box::new(inner)).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let c = ctx(state.path(), &rx);
+    let inner = Recorder { up: up.clone(), got: got.clone(), stop: rx.clone() };
+    let mut buf = DiskBuffer::open(&spec("2Mi", WhenFull::Block), &c, Box::new(inner)).unwrap();
     buf.deliver(&batch(5000, 100)).await.unwrap();
     wait_for("every event", || got.lock().unwrap().len() >= 5100).await;
     assert_eq!(*got.lock().unwrap(), (0..5100).collect::<Vec<u64>>(), "all, once, in order");
@@ -141,7 +145,7 @@ async fn restart_during_an_outage_loses_nothing() {
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "seg"))
         .count();
     assert_eq!(left, 1, "delivered segments are deleted");
-    token.cancel();
+    stop.send(true).unwrap();
 }
 
 #[tokio::test]
@@ -149,15 +153,15 @@ async fn full_buffer_drops_newest_and_counts() {
     let state = tempfile::tempdir().unwrap();
     let up = Arc::new(AtomicBool::new(false));
     let got: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let token = CancellationToken::new();
-    let c = ctx(state.path(), token.clone());
-    let stats = c.stats.clone();
-    let inner = Recorder { up: up.clone(), got: got.clone(), shutdown: token.clone() };
-    let mut buf = DiskBuffer::open(&spec("200Ki", WhenFull::DropNewest), &c, Box::new(inner)).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let c = ctx(state.path(), &rx);
+    let stats = c.opts.stats.clone();
+    let inner = Recorder { up: up.clone(), got: got.clone(), stop: rx.clone() };
+    let mut buf = DiskBuffer::open(&spec("200Ki", WhenFull::DropNewest), &c, Box::new(inner)).unwrap();
     for b in 0..40 {
         buf.deliver(&batch(b * 100, 100)).await.unwrap();
     }
-    let dropped = SinkStats::get(&stats.dropped);
+    let dropped = NetStats::get(&stats.dropped);
     assert!(dropped > 0 && dropped.is_multiple_of(100) && dropped < 4000, "{dropped}");
     assert!(buf.pending_bytes() <= 200 * 1024);
     up.store(true, Ordering::SeqCst);
@@ -166,7 +170,7 @@ async fn full_buffer_drops_newest_and_counts() {
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), kept);
     assert_eq!(got, (0..kept as u64).collect::<Vec<_>>(), "the oldest were kept, the newest dropped");
-    token.cancel();
+    stop.send(true).unwrap();
 }
 
 #[tokio::test]
@@ -174,11 +178,11 @@ async fn full_buffer_blocks_until_the_sink_makes_room() {
     let state = tempfile::tempdir().unwrap();
     let up = Arc::new(AtomicBool::new(false));
     let got: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let token = CancellationToken::new();
-    let c = ctx(state.path(), token.clone());
-    let stats = c.stats.clone();
-    let inner = Recorder { up: up.clone(), got: got.clone(), shutdown: token.clone() };
-    let mut buf = DiskBuffer::open(&spec("100Ki", WhenFull::Block), &c, Box::new(inner)).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let c = ctx(state.path(), &rx);
+    let stats = c.opts.stats.clone();
+    let inner = Recorder { up: up.clone(), got: got.clone(), stop: rx.clone() };
+    let mut buf = DiskBuffer::open(&spec("100Ki", WhenFull::Block), &c, Box::new(inner)).unwrap();
     let batches: Vec<Vec<Event>> = (0..10).map(|b| batch(b * 100, 100)).collect();
     let mut accepted = 0;
     for b in &batches {
@@ -202,6 +206,6 @@ async fn full_buffer_blocks_until_the_sink_makes_room() {
     assert!((2..10).contains(&accepted), "{accepted}");
     wait_for("the accepted events", || got.lock().unwrap().len() >= accepted * 100).await;
     assert_eq!(*got.lock().unwrap(), (0..accepted as u64 * 100).collect::<Vec<_>>());
-    assert_eq!(SinkStats::get(&stats.dropped), 0);
-    token.cancel();
+    assert_eq!(NetStats::get(&stats.dropped), 0);
+    stop.send(true).unwrap();
 }

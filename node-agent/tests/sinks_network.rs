@@ -16,13 +16,14 @@ use tailor_agent::event::{Event, EventFlags, FileId, TargetMeta};
 use tailor_agent::sinks::elasticsearch::ElasticsearchSink;
 use tailor_agent::sinks::http::HttpSink;
 use tailor_agent::sinks::loki::LokiSink;
-use tailor_agent::sinks::net::{RetryPolicy, SinkContext, SinkStats, compress};
-use tailor_agent::sinks::{Sink, SinkError};
+use tailor_agent::sinks::net::{NetOptions, NetStats, RetryPolicy, compress};
+use tailor_agent::sinks::{Sink, SinkContext, SinkError};
 use tailor_crds::collection::{
     BatchSpec, BufferSpec, Compression, ElasticsearchOutput, HttpOutput, LokiOutput, OutputSpec, OutputType,
 };
+use tailor_crds::node::SourceRef;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 // ---------------------------------------------------------------- fixtures
 
@@ -82,15 +83,28 @@ fn output(type_: OutputType, compression: Compression) -> OutputSpec {
     }
 }
 
-fn context(state: &std::path::Path) -> SinkContext {
-    let mut ctx = SinkContext::new("shop/cfg/out", state, CancellationToken::new());
-    ctx.retry = RetryPolicy {
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
-        request_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(200),
+/// The agent's context for output `out` of `shop/cfg`, with quick retries; the sender stops it.
+fn context(state: &std::path::Path) -> (SinkContext, watch::Sender<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let ctx = SinkContext {
+        node_name: "node-1".into(),
+        collection: SourceRef { namespace: "shop".into(), name: "cfg".into(), generation: 1 },
+        output_dir: None,
+        state_dir: state.to_path_buf(),
+        file_max_bytes: 0,
+        file_max_files: 0,
+        force_stop: rx,
+        net: NetOptions {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(200),
+                request_timeout: Duration::from_millis(500),
+                connect_timeout: Duration::from_millis(200),
+            },
+            ..NetOptions::default()
+        },
     };
-    ctx
+    (ctx, tx)
 }
 
 fn dead_letters(state: &std::path::Path) -> Vec<serde_json::Value> {
@@ -201,9 +215,9 @@ async fn http_ndjson_survives_refusals_timeouts_and_errors() {
         uri: format!("http://{addr}/ingest"),
         headers: BTreeMap::from([("X-Api-Key".into(), "k1".into())]),
     });
-    let mut ctx = context(state.path());
-    ctx.credentials = Some(tailor_agent::sinks::net::Credentials::Token("tok".into()));
-    let stats = ctx.stats.clone();
+    let (mut ctx, _stop) = context(state.path());
+    ctx.net.credentials = Some(tailor_agent::sinks::net::Credentials::Token("tok".into()));
+    let stats = ctx.net.stats.clone();
     let mut sink = HttpSink::new(&spec, &ctx).unwrap();
     let evs = events(2000, 3);
     deliver_in_batches(&mut sink, &evs, 100).await;
@@ -218,9 +232,9 @@ async fn http_ndjson_survives_refusals_timeouts_and_errors() {
     for i in 0..2000 {
         assert!(unique.contains(&i) ^ dead.contains(&i), "line {i}: delivered xor dead-lettered");
     }
-    assert_eq!(SinkStats::get(&stats.delivered), 1900);
-    assert_eq!(SinkStats::get(&stats.dead_lettered), 100);
-    assert!(SinkStats::get(&stats.failed_requests) >= 5, "refused + injected faults were retried");
+    assert_eq!(NetStats::get(&stats.delivered), 1900);
+    assert_eq!(NetStats::get(&stats.dead_lettered), 100);
+    assert!(NetStats::get(&stats.failed_requests) >= 5, "refused + injected faults were retried");
     // Only the request that hung past the timeout may have been received twice.
     assert!(got.len() - unique.len() <= 100);
 }
@@ -233,19 +247,18 @@ async fn shutdown_gives_the_batch_back_while_the_destination_is_down() {
     drop(probe);
     let mut spec = output(OutputType::Http, Compression::None);
     spec.http = Some(HttpOutput { uri: format!("http://{addr}/"), headers: BTreeMap::new() });
-    let ctx = context(state.path());
-    let token = ctx.shutdown.clone();
-    let stats = ctx.stats.clone();
+    let (ctx, stop) = context(state.path());
+    let stats = ctx.net.stats.clone();
     let mut sink = HttpSink::new(&spec, &ctx).unwrap();
     let evs = events(10, 1);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        token.cancel();
+        stop.send(true).unwrap();
     });
     let res = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&evs)).await.unwrap();
     assert!(matches!(res, Err(SinkError::ShuttingDown { .. })), "{res:?}");
-    assert_eq!(SinkStats::get(&stats.delivered), 0);
-    assert!(SinkStats::get(&stats.failed_requests) >= 1);
+    assert_eq!(NetStats::get(&stats.delivered), 0);
+    assert!(NetStats::get(&stats.failed_requests) >= 1);
 }
 
 // ---------------------------------------------------------------- Elasticsearch
@@ -315,12 +328,12 @@ async fn elasticsearch_partial_failures_retry_and_dead_letter_without_duplicates
         index: "logs-%Y.%m.%d".into(),
         pipeline: None,
     });
-    let mut ctx = context(state.path());
-    ctx.credentials = Some(tailor_agent::sinks::net::Credentials::Basic {
+    let (mut ctx, _stop) = context(state.path());
+    ctx.net.credentials = Some(tailor_agent::sinks::net::Credentials::Basic {
         username: "elastic".into(),
         password: "pw".into(),
     });
-    let stats = ctx.stats.clone();
+    let stats = ctx.net.stats.clone();
     let mut sink = ElasticsearchSink::new(&spec, &ctx).unwrap();
     let mut evs = events(3000, 4);
     for i in [5, 500, 2999] {
@@ -340,9 +353,9 @@ async fn elasticsearch_partial_failures_retry_and_dead_letter_without_duplicates
     let dead = dead_letters(state.path());
     assert_eq!(dead.len(), 5, "three poison events, then two of them again");
     assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("mapper_parsing_exception")));
-    assert_eq!(SinkStats::get(&stats.dead_lettered), 5);
-    assert_eq!(SinkStats::get(&stats.delivered), 3000 - 3 + 1000 - 2);
-    assert!(SinkStats::get(&stats.retried) >= 1000, "items pushed back with 429 were retried");
+    assert_eq!(NetStats::get(&stats.dead_lettered), 5);
+    assert_eq!(NetStats::get(&stats.delivered), 3000 - 3 + 1000 - 2);
+    assert!(NetStats::get(&stats.retried) >= 1000, "items pushed back with 429 were retried");
 }
 
 // ---------------------------------------------------------------- Loki
@@ -391,8 +404,8 @@ async fn loki_streams_by_labels_in_order_through_faults() {
         labels: BTreeMap::from([("namespace".into(), "namespace".into()), ("pod".into(), "pod".into())]),
         tenant: Some("team-a".into()),
     });
-    let ctx = context(state.path());
-    let stats = ctx.stats.clone();
+    let (ctx, _stop) = context(state.path());
+    let stats = ctx.net.stats.clone();
     let mut sink = LokiSink::new(&spec, &ctx).unwrap();
     // Each batch's events arrive shuffled in time; the sink sorts them per stream.
     let mut evs = events(1200, 3);
@@ -410,8 +423,8 @@ async fn loki_streams_by_labels_in_order_through_faults() {
         total += entries.len();
     }
     assert_eq!(total, 1200, "each event once (re-sent pushes are deduplicated like Loki does)");
-    assert_eq!(SinkStats::get(&stats.delivered), 1200);
-    assert_eq!(SinkStats::get(&stats.dead_lettered), 0);
+    assert_eq!(NetStats::get(&stats.delivered), 1200);
+    assert_eq!(NetStats::get(&stats.dead_lettered), 0);
 }
 
 #[tokio::test]
@@ -425,15 +438,15 @@ async fn loki_refusal_is_dead_lettered() {
         labels: BTreeMap::new(),
         tenant: Some("team-a".into()),
     });
-    let ctx = context(state.path());
-    let stats = ctx.stats.clone();
+    let (ctx, _stop) = context(state.path());
+    let stats = ctx.net.stats.clone();
     let mut sink = LokiSink::new(&spec, &ctx).unwrap();
     let evs = events(20, 1);
     deliver_in_batches(&mut sink, &evs[10..], 10).await;
     // Older than what the stream has: refused for good.
     deliver_in_batches(&mut sink, &evs[..10], 10).await;
-    assert_eq!(SinkStats::get(&stats.delivered), 10);
-    assert_eq!(SinkStats::get(&stats.dead_lettered), 10);
+    assert_eq!(NetStats::get(&stats.delivered), 10);
+    assert_eq!(NetStats::get(&stats.dead_lettered), 10);
     let dead = dead_letters(state.path());
     assert_eq!(dead.len(), 10);
     assert!(dead[0]["reason"].as_str().unwrap().contains("out of order"));

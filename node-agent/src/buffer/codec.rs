@@ -190,7 +190,7 @@ pub fn decode_batch(buf: Bytes) -> Result<Vec<Event>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::net::document::tests::sample_event;
+    use crate::sinks::net::testutil::sample_event;
 
     #[test]
     fn round_trips_and_shares_metadata() {

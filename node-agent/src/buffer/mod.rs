@@ -27,11 +27,11 @@ use futures::future::BoxFuture;
 use tailor_crds::collection::{BufferSpec, WhenFull};
 use tailor_crds::units::{UnitError, parse_bytes};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 use crate::event::Event;
 use crate::sinks::net::backoff::Backoff;
-use crate::sinks::net::{RetryPolicy, SinkContext, SinkStats, file_safe_name};
+use crate::sinks::net::{NetContext, NetStats, RetryPolicy, file_safe_name, stopped};
 use crate::sinks::{Sink, SinkError};
 use segments::{Position, ReadOutcome, Writer};
 
@@ -92,8 +92,8 @@ pub struct DiskBuffer {
     writer: Option<Writer>,
     max_bytes: u64,
     when_full: WhenFull,
-    stats: Arc<SinkStats>,
-    shutdown: CancellationToken,
+    stats: Arc<NetStats>,
+    force_stop: watch::Receiver<bool>,
     policy: RetryPolicy,
     drain: tokio::task::JoinHandle<()>,
 }
@@ -105,20 +105,18 @@ impl std::fmt::Debug for DiskBuffer {
 }
 
 impl DiskBuffer {
-    /// Opens the buffer of `ctx.name` under `ctx.state_dir` (recovering what a previous run
-    /// left) and starts delivering its content to `inner`. Needs a Tokio runtime.
-    pub async fn open(
+    /// Opens the buffer of `ctx.name` under `ctx.state_dir`, recovering what a previous run left
+    /// (cheap: a directory listing and a scan of the newest segment only, which is where a crash
+    /// can tear a write), and starts delivering its content to `inner`. Needs a Tokio runtime.
+    pub fn open(
         spec: &BufferSpec,
-        ctx: &SinkContext,
+        ctx: &NetContext,
         inner: Box<dyn Sink>,
     ) -> Result<DiskBuffer, BufferError> {
         let max_bytes = parse_bytes(&spec.max_size)?;
         let dir = buffer_dir(&ctx.state_dir, &ctx.name);
         let segment_max = (max_bytes / 4).clamp(64 << 10, 64 << 20);
-        let d = dir.clone();
-        let recovered = tokio::task::spawn_blocking(move || segments::recover(&d, segment_max))
-            .await
-            .map_err(|e| BufferError::Io { path: dir.clone(), source: std::io::Error::other(e) })?
+        let recovered = segments::recover(&dir, segment_max)
             .map_err(|source| BufferError::Io { path: dir.clone(), source })?;
         if recovered.pending_bytes > 0 {
             tracing::info!(sink = %ctx.name, bytes = recovered.pending_bytes, "resuming delivery of buffered events");
@@ -137,8 +135,8 @@ impl DiskBuffer {
             shared.clone(),
             inner,
             recovered.read,
-            ctx.shutdown.clone(),
-            ctx.retry.clone(),
+            ctx.force_stop.clone(),
+            ctx.opts.retry.clone(),
         ));
         Ok(DiskBuffer {
             name: ctx.name.clone(),
@@ -146,9 +144,9 @@ impl DiskBuffer {
             writer: Some(recovered.writer),
             max_bytes,
             when_full: spec.when_full,
-            stats: ctx.stats.clone(),
-            shutdown: ctx.shutdown.clone(),
-            policy: ctx.retry.clone(),
+            stats: ctx.opts.stats.clone(),
+            force_stop: ctx.force_stop.clone(),
+            policy: ctx.opts.retry.clone(),
             drain,
         })
     }
@@ -185,13 +183,13 @@ impl DiskBuffer {
             }
             match self.when_full {
                 WhenFull::DropNewest => {
-                    SinkStats::add(&self.stats.dropped, events.len());
+                    NetStats::add(&self.stats.dropped, events.len());
                     tracing::warn!(sink = %self.name, events = events.len(), "disk buffer full, batch dropped");
                     return Ok(());
                 }
                 WhenFull::Block => tokio::select! {
                     _ = self.shared.space.notified() => {}
-                    _ = self.shutdown.cancelled() => return Err(self.shutting_down()),
+                    _ = stopped(&self.force_stop) => return Err(self.shutting_down()),
                 },
             }
         }
@@ -233,7 +231,7 @@ impl DiskBuffer {
                 }
                 Err(e) => {
                     tracing::error!(sink = %self.name, error = %e, "cannot write the disk buffer, retrying");
-                    if backoff.wait(&self.shutdown).await.is_err() {
+                    if backoff.wait(&self.force_stop).await.is_err() {
                         self.shared.lock().pending_bytes -= size;
                         return Err(self.shutting_down());
                     }
@@ -264,7 +262,7 @@ async fn drain(
     shared: Arc<Shared>,
     mut inner: Box<dyn Sink>,
     mut read: Position,
-    shutdown: CancellationToken,
+    force_stop: watch::Receiver<bool>,
     policy: RetryPolicy,
 ) {
     let mut backoff = Backoff::new(policy);
@@ -273,7 +271,7 @@ async fn drain(
         if read.seg == write.seg && read.off >= write.off {
             tokio::select! {
                 _ = shared.data.notified() => continue,
-                _ = shutdown.cancelled() => return,
+                _ = stopped(&force_stop) => return,
             }
         }
         let limit = (read.seg == write.seg).then_some(write.off);
@@ -286,7 +284,7 @@ async fn drain(
                     // The segment being written is read only up to its durable end, which is
                     // always a record boundary; damage there is an IO problem: retry.
                     tracing::error!(sink = %name, ?read, "unreadable record in the active buffer segment");
-                    if backoff.wait(&shutdown).await.is_err() {
+                    if backoff.wait(&force_stop).await.is_err() {
                         return;
                     }
                     continue;
@@ -320,7 +318,7 @@ async fn drain(
             }
             Ok(Err(e)) => {
                 tracing::error!(sink = %name, error = %e, "cannot read the disk buffer, retrying");
-                if backoff.wait(&shutdown).await.is_err() {
+                if backoff.wait(&force_stop).await.is_err() {
                     return;
                 }
                 continue;
@@ -335,7 +333,7 @@ async fn drain(
                     Err(SinkError::ShuttingDown { .. }) => return,
                     Err(e) => {
                         tracing::warn!(sink = %name, error = %e, "buffered batch not delivered, retrying");
-                        if backoff.wait(&shutdown).await.is_err() {
+                        if backoff.wait(&force_stop).await.is_err() {
                             return;
                         }
                     }

@@ -104,7 +104,7 @@ pub struct Recovered {
 }
 
 /// Opens (or creates) a buffer directory after a restart or a crash: drops delivered segments,
-/// cuts torn records at segment ends (a write the crash interrupted; it was never acknowledged)
+/// cuts a torn record at the end of the newest segment (a write the crash interrupted; it was never acknowledged)
 /// and counts what is still to deliver.
 pub fn recover(dir: &Path, segment_max: u64) -> io::Result<Recovered> {
     fs::create_dir_all(dir)?;
@@ -124,21 +124,27 @@ pub fn recover(dir: &Path, segment_max: u64) -> io::Result<Recovered> {
     let mut last_len = 0;
     for &seq in &seqs {
         let path = segment_path(dir, seq);
-        let buf = fs::read(&path)?;
-        let (valid, tail) = frame::valid_prefix(&buf);
-        if valid < buf.len() {
-            tracing::warn!(segment = %path.display(), valid, len = buf.len(), ?tail, "cutting a damaged buffer segment");
-            discarded_bytes += (buf.len() - valid) as u64;
-            OpenOptions::new().write(true).open(&path)?.set_len(valid as u64)?;
-        }
-        let valid = valid as u64;
-        if seq == read.seg {
-            read.off = read.off.min(valid);
-            pending_bytes += valid - read.off;
+        let len = if Some(&seq) == seqs.last() {
+            // Only the newest segment can end in a torn write; older ones were complete when the
+            // writer moved on (damage inside them is found and skipped when they are read).
+            let buf = fs::read(&path)?;
+            let (valid, tail) = frame::valid_prefix(&buf);
+            if valid < buf.len() {
+                tracing::warn!(segment = %path.display(), valid, len = buf.len(), ?tail, "cutting a torn buffer segment");
+                discarded_bytes += (buf.len() - valid) as u64;
+                OpenOptions::new().write(true).open(&path)?.set_len(valid as u64)?;
+            }
+            valid as u64
         } else {
-            pending_bytes += valid;
+            fs::metadata(&path)?.len()
+        };
+        if seq == read.seg {
+            read.off = read.off.min(len);
+            pending_bytes += len - read.off;
+        } else {
+            pending_bytes += len;
         }
-        last_len = valid;
+        last_len = len;
     }
     let writer = match seqs.last() {
         Some(&last) => Writer::open(dir, last, last_len, segment_max)?,

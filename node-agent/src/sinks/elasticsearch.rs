@@ -20,8 +20,8 @@ use crate::sinks::http::parse_http_uri;
 use crate::sinks::net::backoff::Backoff;
 use crate::sinks::net::send::{Sender, snippet};
 use crate::sinks::net::verdict::{Verdict, classify_status};
-use crate::sinks::net::{BuildError, SinkContext, SinkStats, compress, document};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::net::{BuildError, NetContext, NetStats, compress};
+use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// One piece of an index pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,8 +108,7 @@ pub fn write_bulk(buf: &mut Vec<u8>, index: &mut IndexPattern, events: &[Event],
             ev.file.fingerprint,
             ev.offset
         );
-        document::write_json(buf, ev);
-        buf.push(b'\n');
+        crate::encode::encode_ndjson(ev, buf);
     }
 }
 
@@ -222,7 +221,7 @@ impl ElasticsearchSink {
             .map(|e| parse_http_uri(&spec.name, &format!("{}/_bulk{query}", e.trim_end_matches('/'))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ElasticsearchSink {
-            sender: Sender::new(&spec.name, spec.tls.as_ref(), ctx)?,
+            sender: Sender::new(&spec.name, spec.tls.as_ref(), &NetContext::new(spec, ctx))?,
             bulk_uris,
             current: 0,
             index: IndexPattern::parse(&es.index),
@@ -265,7 +264,7 @@ impl ElasticsearchSink {
                 self.current = used;
                 match verdict {
                     Verdict::Delivered => match parse_bulk_response(&resp.body, ids.len()) {
-                        ItemsOutcome::AllDelivered => SinkStats::add(&self.sender.stats.delivered, ids.len()),
+                        ItemsOutcome::AllDelivered => NetStats::add(&self.sender.stats.delivered, ids.len()),
                         ItemsOutcome::PerItem(items) => {
                             let mut ok = 0;
                             for (&i, fate) in ids.iter().zip(items) {
@@ -275,7 +274,7 @@ impl ElasticsearchSink {
                                     Some((_, reason)) => rejected.push((i, reason)),
                                 }
                             }
-                            SinkStats::add(&self.sender.stats.delivered, ok);
+                            NetStats::add(&self.sender.stats.delivered, ok);
                         }
                         ItemsOutcome::Malformed(why) => {
                             // Idempotent thanks to `_id`: sending the items again is safe.
@@ -299,7 +298,7 @@ impl ElasticsearchSink {
                 self.sender.dead_letter(&entries).await?;
             }
             if !retry_next.is_empty() {
-                SinkStats::add(&self.sender.stats.retried, retry_next.len());
+                NetStats::add(&self.sender.stats.retried, retry_next.len());
                 tracing::warn!(sink = %self.sender.name, items = retry_next.len(), "bulk items pushed back, retrying them");
                 if retry_next.len() < pending.len() {
                     item_backoff.reset();
@@ -338,7 +337,7 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::net::document::tests::sample_event;
+    use crate::sinks::net::testutil::sample_event;
 
     #[test]
     fn index_pattern_uses_the_event_date() {
@@ -365,7 +364,7 @@ mod tests {
         assert_eq!(lines[0]["index"]["_index"], "logs-2026.01.02");
         assert_eq!(lines[0]["index"]["_id"], evs[1].id());
         assert_eq!(lines[2]["index"]["_id"], evs[0].id());
-        assert_eq!(lines[3]["kubernetes"]["pod"], "api-1");
+        assert_eq!(lines[3]["pod"], "api-1");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! HTTP output: each batch is one POST of NDJSON (one event document per line, see
-//! `net::document`), with the configured headers, compression and credentials.
+//! HTTP output: each batch is one POST of NDJSON (one event per line, as `crate::encode` shapes
+//! it), with the configured headers, compression and credentials.
 //!
 //! 2xx delivers the batch; 408, 429, 5xx, 401/403/404, timeouts and connection errors are
 //! retried with back-off; 413 splits the batch in halves; any other status dead-letters it.
@@ -15,8 +15,8 @@ use tailor_crds::collection::{Compression, OutputSpec, OutputType};
 use crate::event::Event;
 use crate::sinks::net::send::{Sender, halves, snippet};
 use crate::sinks::net::verdict::Verdict;
-use crate::sinks::net::{BuildError, SinkContext, SinkStats, compress, document};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::net::{BuildError, NetContext, NetStats, compress};
+use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// NDJSON over HTTP POST.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ impl HttpSink {
         let uri = parse_http_uri(&spec.name, &http.uri)?;
         let headers = header_map(&spec.name, &http.headers)?;
         Ok(HttpSink {
-            sender: Sender::new(&spec.name, spec.tls.as_ref(), ctx)?,
+            sender: Sender::new(&spec.name, spec.tls.as_ref(), &NetContext::new(spec, ctx))?,
             uri,
             headers,
             compression: spec.compression,
@@ -63,7 +63,7 @@ impl HttpSink {
                 })
                 .await?;
             match verdict {
-                Verdict::Delivered => SinkStats::add(&self.sender.stats.delivered, part.len()),
+                Verdict::Delivered => NetStats::add(&self.sender.stats.delivered, part.len()),
                 Verdict::Split if part.len() > 1 => {
                     let [first, second] = halves(range);
                     todo.push(second);
@@ -96,7 +96,9 @@ pub fn encode_ndjson(
     events: &[Event],
 ) -> std::io::Result<(bytes::Bytes, Option<&'static str>)> {
     let mut buf = Vec::with_capacity(events.len() * 512);
-    document::write_ndjson(&mut buf, events);
+    for ev in events {
+        crate::encode::encode_ndjson(ev, &mut buf);
+    }
     compress::encode(compression, buf)
 }
 

@@ -24,8 +24,8 @@ use crate::event::Event;
 use crate::sinks::http::parse_http_uri;
 use crate::sinks::net::send::{Sender, halves, snippet};
 use crate::sinks::net::verdict::Verdict;
-use crate::sinks::net::{BuildError, SinkContext, SinkStats, compress, document, fields};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::net::{BuildError, NetContext, NetStats, compress, fields};
+use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// Label name → event field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub fn write_push(buf: &mut Vec<u8>, labels: &LabelMap, events: &[Event]) {
             }
             let _ = write!(buf, "[\"{}\",", events[i].timestamp_nanos);
             line.clear();
-            document::write_json(&mut line, &events[i]);
+            crate::encode::encode_json(&events[i], &mut line);
             // The line is a JSON string holding the document.
             let _ = serde_json::to_writer(&mut *buf, &String::from_utf8_lossy(&line));
             buf.push(b']');
@@ -129,7 +129,7 @@ impl LokiSink {
             headers.insert(HeaderName::from_static("x-scope-orgid"), v);
         }
         Ok(LokiSink {
-            sender: Sender::new(&spec.name, spec.tls.as_ref(), ctx)?,
+            sender: Sender::new(&spec.name, spec.tls.as_ref(), &NetContext::new(spec, ctx))?,
             uri,
             labels: LabelMap::new(&spec.name, &loki.labels)?,
             headers,
@@ -160,7 +160,7 @@ impl LokiSink {
                 })
                 .await?;
             match verdict {
-                Verdict::Delivered => SinkStats::add(&self.sender.stats.delivered, part.len()),
+                Verdict::Delivered => NetStats::add(&self.sender.stats.delivered, part.len()),
                 Verdict::Split if part.len() > 1 => {
                     let [first, second] = halves(range);
                     todo.push(second);
@@ -192,7 +192,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sinks::net::document::tests::sample_event;
+    use crate::sinks::net::testutil::sample_event;
 
     #[test]
     fn label_names_are_validated() {
@@ -240,6 +240,7 @@ mod tests {
             .iter()
             .map(|e| {
                 let doc: serde_json::Value = serde_json::from_str(e[1].as_str().unwrap()).unwrap();
+                assert_eq!(doc["namespace"], "shop");
                 doc["message"].as_str().unwrap().to_string()
             })
             .collect();

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
-use super::RetryPolicy;
+use super::{RetryPolicy, stopped};
 
 /// The delay before retry number `attempt` (0-based): exponential from `initial`, capped at
 /// `max`, then "equal jitter" (a uniform draw in the upper half) so that many agents that lost
@@ -33,12 +33,12 @@ impl Backoff {
         Backoff { policy, attempt: 0 }
     }
 
-    /// Sleeps before the next retry, unless `shutdown` is cancelled first.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), Cancelled> {
+    /// Sleeps before the next retry, unless `force_stop` turns `true` first.
+    pub async fn wait(&mut self, force_stop: &watch::Receiver<bool>) -> Result<(), Cancelled> {
         let d = delay(&self.policy, self.attempt, fastrand::f64());
         self.attempt = self.attempt.saturating_add(1);
         tokio::select! {
-            _ = shutdown.cancelled() => Err(Cancelled),
+            _ = stopped(force_stop) => Err(Cancelled),
             _ = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -78,9 +78,9 @@ mod tests {
 
     #[tokio::test]
     async fn wait_returns_at_once_when_shut_down() {
-        let token = CancellationToken::new();
-        token.cancel();
+        let (tx, rx) = watch::channel(false);
+        tx.send(true).unwrap();
         let mut b = Backoff::new(RetryPolicy { initial_backoff: Duration::from_secs(3600), ..policy() });
-        assert_eq!(b.wait(&token).await, Err(Cancelled));
+        assert_eq!(b.wait(&rx).await, Err(Cancelled));
     }
 }

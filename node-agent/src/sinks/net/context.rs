@@ -1,5 +1,5 @@
-//! What a network sink is built with besides its `OutputSpec`: resolved secrets, the state
-//! directory, counters and the shutdown signal.
+//! What a network sink is built with besides its `OutputSpec`: resolved secrets, retry policy,
+//! counters, and what it keeps of the agent's `SinkContext` (state directory, stop signal).
 //!
 //! Secrets: the spec only names a Secret (`credentialsSecretRef`, `tls.secretRef`); the agent
 //! resolves it (e.g. from files of a mounted Secret, see `Credentials::from_dir` and
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 /// Credentials of an output, from the Secret named by `credentialsSecretRef`.
 #[derive(Clone, PartialEq, Eq)]
@@ -125,22 +125,22 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Counters of one sink, shared with the metrics exporter.
+/// Counters of a network sink beyond the runner's (`runner::SinkStats`), for the metrics endpoint.
 #[derive(Debug, Default)]
-pub struct SinkStats {
+pub struct NetStats {
     /// Events the destination accepted.
     pub delivered: AtomicU64,
     /// Events re-sent after a transient failure (per attempt).
     pub retried: AtomicU64,
     /// Events the destination rejected for good, written to the dead-letter file.
     pub dead_lettered: AtomicU64,
-    /// Events dropped by a `dropNewest` buffer that was full.
+    /// Events dropped by a `dropNewest` disk buffer that was full.
     pub dropped: AtomicU64,
     /// Requests that failed (transport error, timeout, retryable status).
     pub failed_requests: AtomicU64,
 }
 
-impl SinkStats {
+impl NetStats {
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -150,13 +150,11 @@ impl SinkStats {
     }
 }
 
-/// Everything a network sink is built with besides its `OutputSpec`.
+/// What the agent hands a network output besides its spec (`SinkContext.net`): the values of
+/// the Secrets the output names, resolved by the agent (e.g. with `Credentials::from_dir` and
+/// `TlsMaterial::from_dir` on the mounted Secret), the retry policy, and the counters it reads.
 #[derive(Clone, Debug)]
-pub struct SinkContext {
-    /// `<namespace>/<resource>/<output>`: for logs, metrics and file names.
-    pub name: String,
-    /// The agent's state directory: dead-letter files and disk buffers live under it.
-    pub state_dir: PathBuf,
+pub struct NetOptions {
     /// Resolved `credentialsSecretRef`, if the output has one.
     pub credentials: Option<Credentials>,
     /// Resolved `tls.secretRef`, if the output has one.
@@ -164,24 +162,50 @@ pub struct SinkContext {
     pub retry: RetryPolicy,
     /// Size cap of each dead-letter file (one older file is kept beside it).
     pub dead_letter_max_bytes: u64,
-    pub stats: Arc<SinkStats>,
-    /// Cancelled at shutdown: a sink stops retrying and gives the batch back.
-    pub shutdown: CancellationToken,
+    pub stats: Arc<NetStats>,
 }
 
-impl SinkContext {
-    /// A context with defaults: no secrets, default retry policy, 64 MiB dead-letter files.
-    pub fn new(name: impl Into<String>, state_dir: impl Into<PathBuf>, shutdown: CancellationToken) -> Self {
-        SinkContext {
-            name: name.into(),
-            state_dir: state_dir.into(),
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions {
             credentials: None,
             tls: TlsMaterial::default(),
             retry: RetryPolicy::default(),
             dead_letter_max_bytes: 64 << 20,
-            stats: Arc::new(SinkStats::default()),
-            shutdown,
+            stats: Arc::new(NetStats::default()),
         }
+    }
+}
+
+/// What a network sink keeps from the agent's `SinkContext`.
+#[derive(Clone, Debug)]
+pub struct NetContext {
+    /// `<namespace>/<resource>/<output>`: for logs, metrics and file names.
+    pub name: String,
+    /// The agent's state directory: dead-letter files and disk buffers live under it.
+    pub state_dir: PathBuf,
+    pub opts: NetOptions,
+    /// Turns `true` when the agent must stop now: stop retrying, give the batch back.
+    pub force_stop: watch::Receiver<bool>,
+}
+
+impl NetContext {
+    pub fn new(output: &tailor_crds::collection::OutputSpec, ctx: &crate::sinks::SinkContext) -> Self {
+        NetContext {
+            name: ctx.sink_name(output),
+            state_dir: ctx.state_dir.clone(),
+            opts: ctx.net.clone(),
+            force_stop: ctx.force_stop.clone(),
+        }
+    }
+}
+
+/// Resolves once `force_stop` turns `true`. A dropped sender never stops anything: giving up on
+/// data needs an explicit decision.
+pub async fn stopped(force_stop: &watch::Receiver<bool>) {
+    let mut rx = force_stop.clone();
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -9,10 +9,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use crate::encode::encode_json;
 use crate::event::Event;
-use crate::sinks::net::document::Document;
 use crate::sinks::net::file_safe_name;
 
 /// Where a sink's refused events go.
@@ -20,14 +18,6 @@ use crate::sinks::net::file_safe_name;
 pub struct DeadLetter {
     path: PathBuf,
     max_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    sink: &'a str,
-    reason: &'a str,
-    id: String,
-    event: Document<'a>,
 }
 
 impl DeadLetter {
@@ -50,9 +40,16 @@ impl DeadLetter {
     ) -> io::Result<()> {
         let mut buf = Vec::new();
         for (ev, reason) in entries {
-            serde_json::to_writer(&mut buf, &Line { sink, reason, id: ev.id(), event: Document(ev) })
-                .map_err(io::Error::other)?;
-            buf.push(b'\n');
+            // Strings into a Vec: serializing cannot fail.
+            buf.extend_from_slice(b"{\"sink\":");
+            let _ = serde_json::to_writer(&mut buf, sink);
+            buf.extend_from_slice(b",\"reason\":");
+            let _ = serde_json::to_writer(&mut buf, reason);
+            buf.extend_from_slice(b",\"id\":");
+            let _ = serde_json::to_writer(&mut buf, &ev.id());
+            buf.extend_from_slice(b",\"event\":");
+            encode_json(ev, &mut buf);
+            buf.extend_from_slice(b"}\n");
         }
         if buf.is_empty() {
             return Ok(());
@@ -77,7 +74,7 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::net::document::tests::sample_event;
+    use crate::sinks::net::testutil::sample_event;
 
     #[tokio::test]
     async fn appends_and_rotates_at_the_cap() {
@@ -89,7 +86,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["reason"], "mapper_parsing_exception");
         assert_eq!(v["id"], ev.id());
-        assert_eq!(v["event"]["kubernetes"]["pod"], "api-1");
+        assert_eq!(v["event"]["pod"], "api-1");
         for _ in 0..3 {
             dl.write("ns/res/es", [(&ev, "x")]).await.unwrap();
         }

@@ -8,7 +8,7 @@ use crate::event::Event;
 
 /// The value of field `name` of an event, as text. Names, in this order:
 /// - the Kubernetes metadata: `namespace`, `pod`, `pod_uid`, `container`, `node`, `image`,
-///   `workload`, `stream` (also with a `kubernetes.` prefix, as in the JSON document);
+///   `workload`, `stream` (also with a `kubernetes.` prefix, as other agents name them);
 /// - a field a parser extracted (strings as they are, other scalars and objects as JSON);
 /// - a field the resource attached (labels, annotations, env, static fields).
 pub fn lookup<'a>(ev: &'a Event, name: &str) -> Option<Cow<'a, str>> {
@@ -48,7 +48,7 @@ pub fn stream_name(s: StdStream) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::net::document::tests::sample_event;
+    use crate::sinks::net::testutil::sample_event;
 
     #[test]
     fn looks_up_metadata_parsed_and_attached_fields() {

@@ -1,20 +1,31 @@
 //! Plumbing shared by the network sinks (HTTP, Elasticsearch, Loki, Kafka): the context a sink is
-//! built with, the HTTP client with TLS, body compression, the JSON document of an event, field
-//! lookup, back-off and the dead-letter file.
+//! built with, the HTTP client with TLS, body compression, field lookup, back-off, the retry loop
+//! and the dead-letter file. Events are encoded by `crate::encode` like every other sink's.
 
 pub mod backoff;
 pub mod client;
 pub mod compress;
 pub mod context;
 pub mod deadletter;
-pub mod document;
 pub mod fields;
 pub mod send;
 pub mod verdict;
 
-pub use context::{Credentials, RetryPolicy, SinkContext, SinkStats, TlsMaterial, file_safe_name};
+#[cfg(test)]
+pub(crate) mod testutil;
 
-use tailor_crds::collection::OutputType;
+pub use context::{
+    Credentials, NetContext, NetOptions, NetStats, RetryPolicy, TlsMaterial, file_safe_name, stopped,
+};
+
+use tailor_crds::collection::{BufferType, OutputSpec, OutputType};
+
+use crate::buffer::DiskBuffer;
+use crate::sinks::elasticsearch::ElasticsearchSink;
+use crate::sinks::http::HttpSink;
+use crate::sinks::kafka::KafkaSink;
+use crate::sinks::loki::LokiSink;
+use crate::sinks::{Sink, SinkBuildError, SinkContext};
 
 /// Why a network sink could not be built from its spec.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +62,31 @@ impl BuildError {
             BuildError::Invalid { .. } => "invalid",
             BuildError::Tls { .. } => "tls",
             BuildError::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// Builds the sink of a network output (`SinkContext.net` carries its resolved Secrets), behind
+/// a disk buffer when the output asks for one.
+pub fn build(output: &OutputSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkBuildError> {
+    let invalid = |message: String| SinkBuildError::Invalid { output: ctx.sink_name(output), message };
+    let sink: Box<dyn Sink> = match output.type_ {
+        OutputType::Elasticsearch => {
+            Box::new(ElasticsearchSink::new(output, ctx).map_err(|e| invalid(e.to_string()))?)
+        }
+        OutputType::Loki => Box::new(LokiSink::new(output, ctx).map_err(|e| invalid(e.to_string()))?),
+        OutputType::Kafka => Box::new(KafkaSink::new(output, ctx).map_err(|e| invalid(e.to_string()))?),
+        OutputType::Http => Box::new(HttpSink::new(output, ctx).map_err(|e| invalid(e.to_string()))?),
+        OutputType::File | OutputType::Stdout => {
+            return Err(invalid(format!("{:?} is not a network output", output.type_)));
+        }
+    };
+    match output.buffer.type_ {
+        BufferType::Memory => Ok(sink),
+        BufferType::Disk => {
+            let buffer = DiskBuffer::open(&output.buffer, &NetContext::new(output, ctx), sink)
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(Box::new(buffer))
         }
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http_body_util::Full;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
 use super::backoff::{Backoff, Cancelled};
 use super::client::{HttpClient, Response};
 use super::deadletter::DeadLetter;
 use super::verdict::{Verdict, classify_status};
-use super::{BuildError, RetryPolicy, SinkContext, SinkStats};
+use super::{BuildError, NetContext, NetStats, RetryPolicy};
 use crate::event::Event;
 use crate::sinks::SinkError;
 
@@ -21,8 +21,8 @@ use crate::sinks::SinkError;
 pub struct Sender {
     pub name: String,
     pub client: HttpClient,
-    pub stats: Arc<SinkStats>,
-    pub shutdown: CancellationToken,
+    pub stats: Arc<NetStats>,
+    pub force_stop: watch::Receiver<bool>,
     pub policy: RetryPolicy,
     pub dead_letter: DeadLetter,
     /// `Authorization` from the resolved credentials.
@@ -33,13 +33,13 @@ impl Sender {
     pub fn new(
         output: &str,
         tls: Option<&tailor_crds::collection::TlsSpec>,
-        ctx: &SinkContext,
+        ctx: &NetContext,
     ) -> Result<Self, BuildError> {
-        let client = HttpClient::new(tls, &ctx.tls, &ctx.retry)
+        let client = HttpClient::new(tls, &ctx.opts.tls, &ctx.opts.retry)
             .map_err(|source| BuildError::Tls { output: output.to_string(), source })?;
-        let dead_letter = DeadLetter::new(&ctx.state_dir, &ctx.name, ctx.dead_letter_max_bytes)
+        let dead_letter = DeadLetter::new(&ctx.state_dir, &ctx.name, ctx.opts.dead_letter_max_bytes)
             .map_err(|source| BuildError::DeadLetter { output: output.to_string(), source })?;
-        let authorization = match &ctx.credentials {
+        let authorization = match &ctx.opts.credentials {
             Some(c) => Some(HeaderValue::from_str(&c.authorization()).map_err(|_| {
                 BuildError::InvalidHeader { output: output.to_string(), name: "authorization".into() }
             })?),
@@ -48,9 +48,9 @@ impl Sender {
         Ok(Sender {
             name: ctx.name.clone(),
             client,
-            stats: ctx.stats.clone(),
-            shutdown: ctx.shutdown.clone(),
-            policy: ctx.retry.clone(),
+            stats: ctx.opts.stats.clone(),
+            force_stop: ctx.force_stop.clone(),
+            policy: ctx.opts.retry.clone(),
             dead_letter,
             authorization,
         })
@@ -104,8 +104,8 @@ impl Sender {
                     tracing::warn!(sink = %self.name, error = %e, kind = e.category(), "request failed, retrying")
                 }
             }
-            SinkStats::add(&self.stats.failed_requests, 1);
-            SinkStats::add(&self.stats.retried, events);
+            NetStats::add(&self.stats.failed_requests, 1);
+            NetStats::add(&self.stats.retried, events);
             self.wait(&mut backoff).await?;
         }
     }
@@ -113,7 +113,7 @@ impl Sender {
     /// Backs off, or gives up at shutdown.
     pub async fn wait(&self, backoff: &mut Backoff) -> Result<(), SinkError> {
         backoff
-            .wait(&self.shutdown)
+            .wait(&self.force_stop)
             .await
             .map_err(|Cancelled| SinkError::ShuttingDown { sink: self.name.clone() })
     }
@@ -125,7 +125,7 @@ impl Sender {
         loop {
             match self.dead_letter.write(&self.name, entries.iter().copied()).await {
                 Ok(()) => {
-                    SinkStats::add(&self.stats.dead_lettered, entries.len());
+                    NetStats::add(&self.stats.dead_lettered, entries.len());
                     tracing::warn!(sink = %self.name, events = entries.len(), reason = entries.first().map(|e| e.1).unwrap_or(""), "events dead-lettered");
                     return Ok(());
                 }
