@@ -31,6 +31,9 @@ use tokio::sync::watch;
 const PARTITIONS: i32 = 4;
 const TOPIC: &str = "logs-shop";
 
+/// A stored record: key and value.
+type KafkaRecord = (Option<Vec<u8>>, Vec<u8>);
+
 /// What the broker does with the next produce request.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -43,7 +46,7 @@ enum Fault {
 #[derive(Default)]
 struct Broker {
     /// (topic, partition) → (key, value) records in log order.
-    log: Mutex<BTreeMap<(String, i32), Vec<(Option<Vec<u8>>, Vec<u8>)>>>,
+    log: Mutex<BTreeMap<(String, i32), Vec<KafkaRecord>>>,
     faults: Mutex<VecDeque<Fault>>,
     acks: Mutex<HashSet<i16>>,
 }
@@ -184,7 +187,7 @@ fn metadata(addr: SocketAddr, out: &mut BytesMut) {
 }
 
 /// Decodes the v2 record batches of one partition.
-fn record_batches(mut data: Bytes) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+fn record_batches(mut data: Bytes) -> Vec<KafkaRecord> {
     let mut records = Vec::new();
     while data.has_remaining() {
         let _base_offset = data.get_i64();
