@@ -120,6 +120,18 @@ pub fn partition_for_key(key: &[u8], n: usize) -> usize {
     ((murmur2(key) & 0x7fff_ffff) as usize) % n.max(1)
 }
 
+/// The Kafka record of an event: the JSON document as value, the key field as key.
+pub fn record_for(ev: &Event, key_field: Option<&str>) -> Record {
+    let mut value = Vec::with_capacity(ev.message.len() + 256);
+    crate::encode::encode_json(ev, &mut value);
+    Record {
+        key: key_field.and_then(|f| fields::lookup(ev, f)).map(|k| k.as_bytes().to_vec()),
+        value: Some(value),
+        headers: BTreeMap::new(),
+        timestamp: chrono::DateTime::from_timestamp_nanos(ev.timestamp_nanos),
+    }
+}
+
 /// What to do after a failed produce.
 #[derive(Debug, PartialEq, Eq)]
 enum Fate {
@@ -377,14 +389,7 @@ impl KafkaSink {
     }
 
     fn record(&self, ev: &Event) -> Record {
-        let mut value = Vec::with_capacity(ev.message.len() + 256);
-        crate::encode::encode_json(ev, &mut value);
-        Record {
-            key: self.key_field.as_deref().and_then(|f| fields::lookup(ev, f)).map(|k| k.as_bytes().to_vec()),
-            value: Some(value),
-            headers: BTreeMap::new(),
-            timestamp: chrono::DateTime::from_timestamp_nanos(ev.timestamp_nanos),
-        }
+        record_for(ev, self.key_field.as_deref())
     }
 
     fn fail_round(&self, events: usize) {

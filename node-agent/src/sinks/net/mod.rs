@@ -3,6 +3,7 @@
 //! and the dead-letter file. Events are encoded by `crate::encode` like every other sink's.
 
 pub mod backoff;
+pub mod bench;
 pub mod client;
 pub mod compress;
 pub mod context;
