@@ -209,3 +209,88 @@ async fn full_buffer_blocks_until_the_sink_makes_room() {
     assert_eq!(NetStats::get(&stats.dropped), 0);
     stop.send(true).unwrap();
 }
+
+/// The whole path as the agent builds it (`sinks::build` with `buffer.type: disk`): an HTTP
+/// destination that is down while batches come in and the agent restarts, then comes back.
+#[tokio::test]
+async fn disk_buffered_http_output_through_an_outage_and_a_restart() {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode};
+    use tailor_agent::sinks::SinkContext;
+    use tailor_crds::collection::{Compression, HttpOutput, OutputSpec, OutputType};
+    use tailor_crds::node::SourceRef;
+
+    let state = tempfile::tempdir().unwrap();
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let spec: OutputSpec = serde_json::from_value(serde_json::json!({
+        "name": "out", "type": "http", "compression": "zstd",
+        "http": {"uri": format!("http://{addr}/ingest")},
+        "buffer": {"type": "disk", "maxSize": "8Mi"}
+    }))
+    .unwrap();
+    assert_eq!((spec.type_, spec.compression), (OutputType::Http, Compression::Zstd));
+    assert!(matches!(spec.http, Some(HttpOutput { .. })));
+    let context = |stop: &watch::Receiver<bool>| SinkContext {
+        node_name: "node-1".into(),
+        collection: SourceRef { namespace: "shop".into(), name: "cfg".into(), generation: 1 },
+        output_dir: None,
+        state_dir: state.path().to_path_buf(),
+        file_max_bytes: 0,
+        file_max_files: 0,
+        force_stop: stop.clone(),
+        net: NetOptions {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(100),
+                request_timeout: Duration::from_millis(500),
+                connect_timeout: Duration::from_millis(200),
+            },
+            ..NetOptions::default()
+        },
+    };
+
+    // First run: nothing listens; every batch is acknowledged from disk.
+    let (stop, rx) = watch::channel(false);
+    let ctx = context(&rx);
+    let mut sink = tailor_agent::sinks::build(&spec, &ctx).unwrap();
+    for b in 0..20 {
+        tokio::time::timeout(Duration::from_secs(10), sink.deliver(&batch(b * 100, 100)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    stop.send(true).unwrap();
+    drop(sink);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The destination comes back; the agent restarts and drains the buffer.
+    let received: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let rx_lines = received.clone();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = axum::Router::new().fallback(move |req: Request<Body>| {
+        let rx_lines = rx_lines.clone();
+        async move {
+            assert_eq!(req.headers()["content-encoding"], "zstd");
+            let body = to_bytes(req.into_body(), 64 << 20).await.unwrap();
+            let text = tailor_agent::sinks::net::compress::decode(Some("zstd"), &body).unwrap();
+            let mut got = rx_lines.lock().unwrap();
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                got.push(v["message"].as_str().unwrap().parse::<u64>().unwrap());
+            }
+            StatusCode::OK
+        }
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (stop, rx) = watch::channel(false);
+    let ctx = context(&rx);
+    let mut sink = tailor_agent::sinks::build(&spec, &ctx).unwrap();
+    sink.deliver(&batch(2000, 100)).await.unwrap();
+    wait_for("every event at the destination", || received.lock().unwrap().len() >= 2100).await;
+    assert_eq!(*received.lock().unwrap(), (0..2100).collect::<Vec<u64>>(), "all, once, in order");
+    assert_eq!(NetStats::get(&ctx.net.stats.delivered), 2100);
+    stop.send(true).unwrap();
+    server.abort();
+}
