@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tailor_agent::backup::fixture::{FakePod, node_backup};
-use tailor_agent::backup::{Engine, EngineSettings, HostGlobResolver, PassKind, PolicyReport};
+use tailor_agent::backup::{AgentResolver, Engine, EngineSettings, PassKind, PolicyReport};
 use tailor_crds::backup::BackupCompression;
 use tailor_crds::node::NodeBackup;
 
@@ -33,7 +33,7 @@ impl Node {
         let mut s = EngineSettings::new(&self.backup, &self.state, "node-1");
         s.close_after = Duration::ZERO;
         s.checkpoint_interval = Duration::from_secs(3600);
-        Engine::new(s, Arc::new(HostGlobResolver { host_root: self.host.clone() })).unwrap()
+        Engine::new(s, Arc::new(AgentResolver::new(self.host.clone()))).unwrap()
     }
 
     fn dest(&self, pod: &FakePod, name: &str) -> PathBuf {

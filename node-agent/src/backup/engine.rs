@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tailor_crds::node::{BackupTarget, NodeBackup};
+use tailor_crds::node::{BackupTarget, Input, NodeBackup};
 use tailor_crds::units::{parse_bytes, parse_duration};
 
 use super::copy::Copier;
@@ -311,7 +311,7 @@ impl Engine {
                 if target.container.terminated && !nb.keep_terminated {
                     continue;
                 }
-                if let Err(e) = self.observe_target(&pkey, nb, target) {
+                if let Err(e) = self.observe_target(&pkey, target) {
                     note(errors, &pkey, e);
                 }
             }
@@ -319,12 +319,7 @@ impl Engine {
         self.config = config;
     }
 
-    fn observe_target(
-        &mut self,
-        pkey: &str,
-        nb: &NodeBackup,
-        target: &BackupTarget,
-    ) -> Result<(), BackupError> {
+    fn observe_target(&mut self, pkey: &str, target: &BackupTarget) -> Result<(), BackupError> {
         let dest = checked_destination(&target.destination)?;
         let destination = dest.to_string_lossy().into_owned();
         if let Some(p) = self.policies.get_mut(pkey)
@@ -338,7 +333,7 @@ impl Engine {
         let mut paths = Vec::new();
         for input in &target.inputs {
             match self.resolver.resolve(input) {
-                Ok(p) => paths.extend(p),
+                Ok(p) => paths.extend(p.into_iter().map(|p| (p, input))),
                 Err(message) => {
                     first_err.get_or_insert(BackupError::Resolve { target: target.key(), message });
                 }
@@ -347,12 +342,12 @@ impl Engine {
         // Known files first: a rotated file must take its new name (and free the old one)
         // before a new file that wants the old name is named.
         let mut found = Vec::with_capacity(paths.len());
-        for path in paths {
+        for (path, input) in paths {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.file_type().is_file() => {
                     let key = SourceKey { policy: pkey.to_string(), dev: m.dev(), ino: m.ino() };
                     let known = self.tracked.contains_key(&key) || self.orphans.contains_key(&key);
-                    found.push((!known, key, path));
+                    found.push((!known, key, path, input));
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -361,9 +356,9 @@ impl Engine {
                 }
             }
         }
-        found.sort();
-        for (_, key, path) in found {
-            if let Err(e) = self.observe_file(key, nb, target, &destination, &path) {
+        found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+        for (_, key, path, input) in found {
+            if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
                 first_err.get_or_insert(e);
             }
         }
@@ -422,7 +417,7 @@ impl Engine {
     fn observe_file(
         &mut self,
         key: SourceKey,
-        nb: &NodeBackup,
+        input: &Input,
         target: &BackupTarget,
         destination: &str,
         path: &Path,
@@ -432,7 +427,7 @@ impl Engine {
         if self.tracked.contains_key(&key) {
             return self.follow_known(&key, target, path);
         }
-        let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc_nofollow()).open(path) {
+        let file = match self.resolver.open(input, path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(BackupError::io("open", path, e)),
@@ -471,7 +466,6 @@ impl Engine {
         let dest_name = free_name(base, |n| self.name_taken(&dir, destination, n));
         let origin = self.origin(pkey, target);
         self.manifest_add(&dir, destination, &origin, &dest_name)?;
-        let _ = nb;
         tracing::info!(source = %path.display(), destination, dest_name, "backing up new file");
         let rec = SourceRecord {
             policy: pkey.to_string(),
@@ -981,8 +975,4 @@ impl Engine {
     pub fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         self.tracked.values().filter_map(|t| t.rec.source_path.parent().map(Path::to_path_buf)).collect()
     }
-}
-
-fn libc_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub use engine::{Engine, EngineSettings, PassKind, PolicyReport};
 pub use error::BackupError;
-pub use inputs::{HostGlobResolver, InputResolver};
+pub use inputs::{AgentResolver, InputResolver};
 pub use status::{KubeStatusSink, LogStatusSink, StatusPublisher, StatusSink};
 
 /// Settings of the backup engine (from the agent's command line).
