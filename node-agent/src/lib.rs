@@ -5,6 +5,7 @@ pub mod backup;
 pub mod encode;
 pub mod event;
 pub mod fsutil;
+pub mod pipeline;
 pub mod process;
 pub mod resolve;
 pub mod sinks;
