@@ -127,3 +127,14 @@ pub async fn run(cmd: BackupsCommand, out: &mut (dyn Write + Send)) -> Result<()
     }
     out.flush().map_err(w)
 }
+
+/// Options of `tailor-agent run` for backups (flattened into its arguments).
+#[derive(Debug, Clone, Args)]
+pub struct BackupRunArgs {
+    /// Serve the backup API here (off by default; `127.0.0.1:8471` suits a port-forward).
+    #[arg(long)]
+    pub backup_api_addr: Option<SocketAddr>,
+    /// File with the backup API's bearer token (else $TAILOR_BACKUP_API_TOKEN).
+    #[arg(long)]
+    pub backup_api_token_file: Option<PathBuf>,
+}

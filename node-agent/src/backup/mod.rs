@@ -206,3 +206,48 @@ where
         }
     }
 }
+
+/// Starts the backup engine (and the backup API when asked) inside `tailor-agent run`.
+/// Statuses go to the API server when a client is given, else to the log. Both tasks end when
+/// `shutdown` completes; await the returned handle for the engine's final pass.
+#[allow(clippy::too_many_arguments)]
+pub fn start_in_agent<C>(
+    backup_root: PathBuf,
+    api: cli::BackupRunArgs,
+    node_name: &str,
+    host_root: PathBuf,
+    state_dir: PathBuf,
+    locator: Arc<dyn crate::resolve::RootfsLocator>,
+    kube_client: Option<kube::Client>,
+    config_rx: watch::Receiver<C>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), BackupError>>, BackupError>
+where
+    C: BackupConfigView + Send + Sync + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(addr) = api.backup_api_addr {
+        let token = api::load_token(api.backup_api_token_file.as_deref())?;
+        let root = backup_root.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::serve(addr, root, token, stop).await {
+                tracing::error!(error = %e, "backup API failed");
+            }
+        });
+    }
+    let settings = BackupSettings::new(backup_root, state_dir, node_name);
+    let resolver: Arc<dyn InputResolver> = Arc::new(AgentResolver::with_locator(host_root, locator));
+    let status: Box<dyn StatusSink> = match kube_client {
+        Some(client) => Box::new(KubeStatusSink { client }),
+        None => Box::new(LogStatusSink),
+    };
+    Ok(tokio::spawn(run(config_rx, settings, resolver, status, stopped(stop_rx))))
+}
