@@ -144,7 +144,9 @@ pub struct Engine {
     structural_change: bool,
     offsets_dirty: bool,
     last_save: Instant,
-    passes: u64,
+    /// A configuration was applied: records of the state file not found by then are settled.
+    configured: bool,
+    orphans_settled: bool,
     pub counters: EngineCounters,
 }
 
@@ -181,7 +183,8 @@ impl Engine {
             structural_change: false,
             offsets_dirty: false,
             last_save: Instant::now(),
-            passes: 0,
+            configured: false,
+            orphans_settled: false,
             counters: EngineCounters::default(),
         })
     }
@@ -190,6 +193,7 @@ impl Engine {
     pub fn apply(&mut self, generation: Option<i64>, backups: Vec<NodeBackup>) {
         self.generation = generation;
         self.config = backups;
+        self.configured = true;
     }
 
     pub fn generation(&self) -> Option<i64> {
@@ -227,8 +231,11 @@ impl Engine {
         }
         self.observe_all(&mut errors);
         self.drop_removed_policies();
-        if self.passes == 0 || kind == PassKind::Sweep {
+        // Not before a configuration arrived: an agent that starts has none for a moment, and
+        // settling then would copy every file again under a new name.
+        if self.configured && (!self.orphans_settled || kind == PassKind::Sweep) {
             self.settle_orphans();
+            self.orphans_settled = true;
         }
         if self.structural_change {
             self.save(&mut errors);
@@ -251,7 +258,6 @@ impl Engine {
         if self.structural_change || (self.offsets_dirty && (due || kind != PassKind::Event)) {
             self.save(&mut errors);
         }
-        self.passes += 1;
         self.reports(&errors)
     }
 
@@ -479,6 +485,7 @@ impl Engine {
             offset: 0,
             dest_len: 0,
             codec: None,
+            expired: false,
         };
         self.tracked.insert(
             key,
@@ -607,6 +614,9 @@ impl Engine {
     }
 
     fn sync_tracked(&mut self, t: &mut Tracked, verify: bool, now: Instant) -> Result<(), BackupError> {
+        if t.rec.expired {
+            return Ok(());
+        }
         let src_path = t.rec.source_path.clone();
         let meta = t.file.metadata().map_err(|e| BackupError::io("stat", &src_path, e))?;
         let size = meta.len();
@@ -835,7 +845,7 @@ impl Engine {
 
     /// Is there more to copy than one pass copies (a backlog that no event will announce)?
     pub fn has_backlog(&self) -> bool {
-        self.tracked.values().any(|t| t.size > t.rec.offset)
+        self.tracked.values().any(|t| !t.rec.expired && t.size > t.rec.offset)
     }
 
     /// Deletes files past each policy's retention (also of policies that are gone), oldest first.
@@ -857,9 +867,14 @@ impl Engine {
                     Ok(()) => {
                         tracing::info!(file = %dir.join(&f.name).display(), "retention removed backup file");
                         self.counters.files_deleted += 1;
-                        self.tracked.retain(|_, t| {
-                            !(t.rec.destination == f.destination && t.rec.dest_name == f.name)
-                        });
+                        // A source still on the node is not copied again.
+                        for t in self.tracked.values_mut() {
+                            if t.rec.destination == f.destination && t.rec.dest_name == f.name {
+                                t.rec.expired = true;
+                                t.closed = true;
+                                self.structural_change = true;
+                            }
+                        }
                     }
                     Err(e) => note(errors, &pkey, e),
                 }

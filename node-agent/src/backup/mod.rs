@@ -83,37 +83,37 @@ impl BackupSettings {
 
 /// What the backup engine reads from the agent's configuration channel.
 pub trait BackupConfigView {
-    /// The generation of the NodeLogConfig and its backups.
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>);
+    /// The generation of the NodeLogConfig and its backups; `None` until a configuration arrived.
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)>;
 }
 
 impl BackupConfigView for NodeLogConfigSpec {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        (None, self.backups.clone())
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        Some((None, self.backups.clone()))
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for Option<T> {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        self.as_ref().map(T::backups).unwrap_or_default()
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        self.as_ref().and_then(T::backups)
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for Arc<T> {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
         T::backups(self)
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for (i64, T) {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        (Some(self.0), self.1.backups().1)
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        self.1.backups().map(|(_, b)| (Some(self.0), b))
     }
 }
 
 impl BackupConfigView for (Option<i64>, Vec<NodeBackup>) {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        self.clone()
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        Some(self.clone())
     }
 }
 
@@ -154,9 +154,11 @@ where
     let mut engine = Engine::new(settings.engine(), resolver)?;
     let mut publisher = StatusPublisher::new(status, settings.status_interval);
     let mut watcher = watcher::DirWatcher::new().map_err(|e| BackupError::io("inotify", "", e))?;
-    let (generation, backups) = config_rx.borrow_and_update().backups();
-    let mut interval = sweep_interval(&backups);
-    engine.apply(generation, backups);
+    let mut interval = sweep_interval(&[]);
+    if let Some((generation, backups)) = config_rx.borrow_and_update().backups() {
+        interval = sweep_interval(&backups);
+        engine.apply(generation, backups);
+    }
     let mut next_sweep = Instant::now();
     let mut config_open = true;
     let mut catch_up = false;
@@ -172,7 +174,7 @@ where
                     config_open = false;
                     continue;
                 }
-                let (generation, backups) = config_rx.borrow_and_update().backups();
+                let Some((generation, backups)) = config_rx.borrow_and_update().backups() else { continue };
                 interval = sweep_interval(&backups);
                 engine.apply(generation, backups);
                 PassKind::Event
