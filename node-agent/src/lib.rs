@@ -2,6 +2,7 @@
 
 pub mod ack;
 pub mod backup;
+pub mod docker;
 pub mod encode;
 pub mod event;
 pub mod fsutil;
