@@ -38,6 +38,8 @@ pub enum BackupsCommand {
         #[arg(long, default_value_t = 100_000)]
         max: usize,
     },
+    /// Measure the backup engine: MB/s copied and CPU seconds per GB.
+    Bench(super::bench::BenchBackupArgs),
     /// Serve the backup API (also started by `tailor-agent run --backup-api-addr`).
     Serve {
         #[arg(long, default_value = DEFAULT_BACKUP_ROOT)]
@@ -116,6 +118,13 @@ pub async fn run(cmd: BackupsCommand, out: &mut (dyn Write + Send)) -> Result<()
             let root = DestRoot::open(&select.backup_root)
                 .map_err(|e| BackupError::io("open", &select.backup_root, e))?;
             query::grep(&root, &entries, &re, max, out)?;
+        }
+        BackupsCommand::Bench(args) => {
+            let figures = tokio::task::spawn_blocking(move || super::bench::run_bench(&args))
+                .await
+                .map_err(|e| BackupError::Api(e.to_string()))?
+                .map_err(|e| BackupError::io("bench", "", e))?;
+            writeln!(out, "{figures}").map_err(w)?;
         }
         BackupsCommand::Serve { backup_root, addr, token_file } => {
             let token = super::api::load_token(token_file.as_deref())?;

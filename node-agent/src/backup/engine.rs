@@ -381,6 +381,7 @@ impl Engine {
             policy: pkey.to_string(),
             node: self.settings.node_name.clone(),
             files: Vec::new(),
+            first_write: BTreeMap::new(),
         }
     }
 
@@ -408,13 +409,14 @@ impl Engine {
         destination: &str,
         origin: &Origin,
         name: &str,
+        first_write: Option<i64>,
     ) -> Result<(), BackupError> {
         if !self.manifests.contains_key(destination) {
             let m = Manifest::load(dir.path())?;
             self.manifests.insert(destination.to_string(), m);
         }
         let Some(m) = self.manifests.get_mut(destination) else { return Ok(()) };
-        if m.add_file(origin, name) {
+        if m.add_file(origin, name, first_write) {
             m.save(dir.path())?;
         }
         Ok(())
@@ -471,7 +473,9 @@ impl Engine {
         let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("log");
         let dest_name = free_name(base, |n| self.name_taken(&dir, destination, n));
         let origin = self.origin(pkey, target);
-        self.manifest_add(&dir, destination, &origin, &dest_name)?;
+        // The content begins when the source was created (where the filesystem knows it).
+        let born = fmeta.created().unwrap_or_else(|_| SystemTime::now());
+        self.manifest_add(&dir, destination, &origin, &dest_name, Some(unix_seconds(born)))?;
         tracing::info!(source = %path.display(), destination, dest_name, "backing up new file");
         let rec = SourceRecord {
             policy: pkey.to_string(),
@@ -537,7 +541,8 @@ impl Engine {
             return Ok(());
         }
         let origin = self.origin(&key.policy, target);
-        self.manifest_add(&dir, &destination, &origin, &new_name)?;
+        let first = self.manifests.get(&destination).and_then(|m| m.first_write_of(&current));
+        self.manifest_add(&dir, &destination, &origin, &new_name, first)?;
         match dir.rename_noreplace(&current, &new_name) {
             Ok(()) => {}
             // Nothing copied yet: the new name is simply used from now on.
@@ -697,7 +702,7 @@ impl Engine {
         let base = t.rec.source_path.file_name().and_then(|n| n.to_str()).unwrap_or("log").to_string();
         let name = free_name(&base, |n| self.name_taken(&dir, &destination, n));
         if let Some(origin) = self.origin_of_record(&t.rec) {
-            self.manifest_add(&dir, &destination, &origin, &name)?;
+            self.manifest_add(&dir, &destination, &origin, &name, Some(unix_seconds(SystemTime::now())))?;
         }
         tracing::info!(source = %t.rec.source_path.display(), new = name, "source truncated; continuing in a new file");
         t.rec.dest_name = name;
@@ -990,4 +995,8 @@ impl Engine {
     pub fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         self.tracked.values().filter_map(|t| t.rec.source_path.parent().map(Path::to_path_buf)).collect()
     }
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
