@@ -26,7 +26,10 @@ use super::retention::{BackupFile, expired};
 use super::state::{BackupState, Codec, PendingCompression, PolicyRecord, SourceKey, SourceRecord};
 
 /// At most this many bytes of one file per pass, so one busy file does not starve the others.
-const MAX_BYTES_PER_FILE_PER_PASS: u64 = 512 << 20;
+const MAX_BYTES_PER_FILE_PER_PASS: u64 = 256 << 20;
+/// At most this many bytes per pass, so a backlog (a first start on a full node) does not hold
+/// off shutdown or configuration changes; the rest follows in the next passes at once.
+const MAX_BYTES_PER_PASS: u64 = 1 << 30;
 
 /// Settings of the engine.
 #[derive(Clone, Debug)]
@@ -147,6 +150,7 @@ pub struct Engine {
     /// A configuration was applied: records of the state file not found by then are settled.
     configured: bool,
     orphans_settled: bool,
+    pass_count: u64,
     pub counters: EngineCounters,
 }
 
@@ -185,6 +189,7 @@ impl Engine {
             last_save: Instant::now(),
             configured: false,
             orphans_settled: false,
+            pass_count: 0,
             counters: EngineCounters::default(),
         })
     }
@@ -240,9 +245,16 @@ impl Engine {
         if self.structural_change {
             self.save(&mut errors);
         }
-        let keys: Vec<SourceKey> = self.tracked.keys().cloned().collect();
+        let mut keys: Vec<SourceKey> = self.tracked.keys().cloned().collect();
+        // Start at a different file each pass, so a budget that runs out favours no one.
+        if !keys.is_empty() {
+            let start = self.pass_count as usize % keys.len();
+            keys.rotate_left(start);
+        }
+        self.pass_count = self.pass_count.wrapping_add(1);
+        let mut budget = MAX_BYTES_PER_PASS;
         for key in &keys {
-            if let Err(e) = self.sync_one(key, kind == PassKind::Sweep, now) {
+            if let Err(e) = self.sync_one(key, kind == PassKind::Sweep, now, &mut budget) {
                 note(&mut errors, &key.policy, e);
             }
         }
@@ -611,14 +623,26 @@ impl Engine {
     }
 
     /// Copies what is new in one source file.
-    fn sync_one(&mut self, key: &SourceKey, verify: bool, now: Instant) -> Result<(), BackupError> {
+    fn sync_one(
+        &mut self,
+        key: &SourceKey,
+        verify: bool,
+        now: Instant,
+        budget: &mut u64,
+    ) -> Result<(), BackupError> {
         let Some(mut t) = self.tracked.remove(key) else { return Ok(()) };
-        let r = self.sync_tracked(&mut t, verify, now);
+        let r = self.sync_tracked(&mut t, verify, now, budget);
         self.tracked.insert(key.clone(), t);
         r
     }
 
-    fn sync_tracked(&mut self, t: &mut Tracked, verify: bool, now: Instant) -> Result<(), BackupError> {
+    fn sync_tracked(
+        &mut self,
+        t: &mut Tracked,
+        verify: bool,
+        now: Instant,
+        budget: &mut u64,
+    ) -> Result<(), BackupError> {
         if t.rec.expired {
             return Ok(());
         }
@@ -637,7 +661,7 @@ impl Engine {
         if truncated {
             self.start_new_segment(t, size)?;
         }
-        if size <= t.rec.offset {
+        if size <= t.rec.offset || *budget == 0 {
             return Ok(());
         }
         let dir = self.dest_dir(&t.rec.destination)?;
@@ -656,7 +680,7 @@ impl Engine {
             tracing::warn!(dest = %dest_path.display(), "destination shorter than recorded; continuing after it");
             t.rec.dest_len = dest_len;
         }
-        let len = (size - t.rec.offset).min(MAX_BYTES_PER_FILE_PER_PASS);
+        let len = (size - t.rec.offset).min(MAX_BYTES_PER_FILE_PER_PASS).min(*budget);
         let (copied, new_len) = match t.rec.codec {
             None => {
                 let n = self
@@ -680,6 +704,7 @@ impl Engine {
             let _ = dest.set_modified(mtime);
         }
         t.rec.offset += copied;
+        *budget = budget.saturating_sub(copied);
         t.rec.dest_len = new_len;
         t.last_growth = now;
         if t.rec.fingerprint.is_partial() {
