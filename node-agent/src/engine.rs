@@ -88,8 +88,8 @@ pub struct Applied {
 }
 
 impl crate::backup::BackupConfigView for Applied {
-    fn backups(&self) -> (Option<i64>, Vec<tailor_crds::node::NodeBackup>) {
-        (Some(self.generation), self.spec.backups.clone())
+    fn backups(&self) -> Option<(Option<i64>, Vec<tailor_crds::node::NodeBackup>)> {
+        Some((Some(self.generation), self.spec.backups.clone()))
     }
 }
 
