@@ -20,6 +20,8 @@ REPO=$(pwd)
 
 NODE=demo-node-1
 WORK=${TAILOR_DEMO_DIR:-$(mktemp -d -t tailor-demo.XXXXXX)}
+mkdir -p "$WORK"
+if [ -n "$(ls -A "$WORK")" ]; then echo "demo: $WORK is not empty; give an empty or new folder" >&2; exit 2; fi
 HOST=$WORK/host
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 OPERATOR=$TARGET_DIR/debug/tailor-operator
@@ -27,7 +29,7 @@ AGENT=$TARGET_DIR/debug/tailor-agent
 METRICS_PORT=$((20000 + RANDOM % 20000))
 AGENT_PID=
 
-bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }; else bold() { printf '\n== %s\n' "$*"; }; fi
 stop_agent() {
   [ -n "$AGENT_PID" ] || return 0
   kill -TERM "$AGENT_PID" 2>/dev/null || true
