@@ -54,6 +54,9 @@ bold "2/5 Laying out node $NODE's filesystem in $HOST"
 # UIDs and container IDs as in config/samples/demo-cluster/pods.yaml.
 CHECKOUT_POD=checkout-6d9f7b8c4-k2x7p
 CHECKOUT_UID=1f0c2a3e-5b6d-4c7e-8f90-a1b2c3d4e5f6
+CHECKOUT_ID=5c7456d0f67cc5693abda85079a82e02f62f69d30b1defea278ac424ad10914b
+SIDECAR_ID=eae7c8a1f6a8ea782e523ff355da5bcafbd20488361362040b000913ce0bfebd
+DEBUG_ID=cb72b8904f4be33591bcbbaed1e2e5216e385515dae4d40e4a2803f1544d828d
 PAYMENTS_UID=2a1b3c4d-6e7f-4a8b-9c0d-e1f2a3b4c5d6
 PAYMENTS_ID=10c386cf346a9c385a65533c78c6d2c53e711f337de4b4d41bf3450aaf46d7a3
 DEBUG_UID=4c3d5e6f-8091-4cad-be2f-a3b4c5d6e7f8
@@ -63,11 +66,14 @@ CHECKOUT_STDIO=$CHECKOUT_LOGS/app/0.log
 SIDECAR_STDIO=$CHECKOUT_LOGS/istio-proxy/0.log
 CHECKOUT_FILE=$HOST/var/lib/kubelet/pods/$CHECKOUT_UID/volumes/kubernetes.io~empty-dir/logs/checkout.log
 PAYMENTS_STDIO=$HOST/var/log/pods/shop_payments-0_${PAYMENTS_UID}/app/1.log
-PAYMENTS_ROOTFS=$HOST/run/containerd/io.containerd.runtime.v2.task/k8s.io/$PAYMENTS_ID/rootfs
+TASKS=$HOST/run/containerd/io.containerd.runtime.v2.task/k8s.io
+PAYMENTS_ROOTFS=$TASKS/$PAYMENTS_ID/rootfs
 PAYMENTS_FILE=$PAYMENTS_ROOTFS/opt/logs/payments.log
 DEBUG_STDIO=$HOST/var/log/pods/shop_debug-shell_${DEBUG_UID}/shell/0.log
 mkdir -p "$(dirname "$CHECKOUT_STDIO")" "$(dirname "$SIDECAR_STDIO")" "$(dirname "$CHECKOUT_FILE")" \
   "$(dirname "$PAYMENTS_STDIO")" "$(dirname "$PAYMENTS_FILE")" "$(dirname "$DEBUG_STDIO")" "$HOST/etc"
+# Every running container has a root filesystem (here: empty but for what the test writes).
+for id in "$CHECKOUT_ID" "$SIDECAR_ID" "$DEBUG_ID"; do mkdir -p "$TASKS/$id/rootfs/tmp"; done
 
 SEQ=0
 # A CRI log line: <RFC3339Nano> <stream> <F|P> <message>.
