@@ -121,7 +121,7 @@ grep -q "name: $NODE" "$WORK/rendered.yaml" || { echo "render produced no NodeLo
 
 # --- 4. run the agent ---------------------------------------------------------------------------
 run_agent() {
-  "$AGENT" run --node-name "$NODE" --host-root "$HOST" --state-dir "$WORK/state" \
+  NO_COLOR=1 "$AGENT" run --node-name "$NODE" --host-root "$HOST" --state-dir "$WORK/state" \
     --output-dir "$WORK/output" --backup-root "$WORK/backups" --config "$WORK/rendered.yaml" \
     --metrics-addr "127.0.0.1:$METRICS_PORT" --checkpoint-interval 1s >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
@@ -195,6 +195,24 @@ for m in "${EXPECTED[@]}"; do
   [ "$n" -eq 0 ] && MISSING+=("$m")
   [ "$n" -gt 1 ] && REPEATED+=("$m x$n")
 done
+# Occurrences of a marker in the backup tree, compressed files included.
+backup_count() {
+  [ -d "$WORK/backups" ] || { echo 0; return; }
+  find "$WORK/backups" -type f ! -name '.tailor-*' | while read -r f; do
+    case "$f" in
+      *.zst) zstd -dcq "$f" ;;
+      *.gz) gzip -dc "$f" ;;
+      *) cat "$f" ;;
+    esac
+  done | grep -cF -- "$1" || true
+}
+BACKUP_MISSING=()
+BACKUP_REPEATED=()
+for m in ck-out-001 ck-out-008 ck-err-001 ck-file-001 ck-file-008 'Client.java:88'; do
+  n=$(backup_count "$m")
+  [ "$n" -eq 0 ] && BACKUP_MISSING+=("$m")
+  [ "$n" -gt 1 ] && BACKUP_REPEATED+=("$m x$n")
+done
 BACKUP_FILES=$( [ -d "$WORK/backups" ] && find "$WORK/backups" -type f | wc -l || echo 0)
 
 bold "Checks"
@@ -202,13 +220,16 @@ check "render: a NodeLogConfig for $NODE and a LogBackup for it" "grep -q 'kind:
 check "agent exited cleanly on SIGTERM (both runs)" "[ $RUN1_STATUS -eq 0 ] && [ $RUN2_STATUS -eq 0 ]"
 check "every line written was collected (${#EXPECTED[@]} markers; missing: ${MISSING[*]:-none})" "[ ${#MISSING[@]} -eq 0 ]"
 check "nothing collected twice across the restart (repeated: ${REPEATED[*]:-none})" "[ ${#REPEATED[@]} -eq 0 ]"
-check "the Java stack trace is one event (multiline)" "grep -rhF ck-file-002 '$WORK/output' 2>/dev/null | grep -qF 'Client.java:88'"
+check "the Java stack trace is one event (multiline)" "grep -rhF 'card declined' '$WORK/output' 2>/dev/null | grep -F 'Client.java:88' | grep -qF '12 more'"
 check "the line the runtime split (CRI partial) is one event" "grep -rhF ck-out-partial '$WORK/output' 2>/dev/null | grep -qF 'runtime split in two'"
 check "the health-check line was filtered out" "never ck-health-001"
 check "the excluded sidecar container was not collected" "never sidecar-excluded-001"
 check "the pod labelled logging=off was not collected" "never debug-excluded-001"
 check "the hostile symlink did not read the host's file" "never HOST-SECRET"
 check "the backup tree holds the checkout pod's files" "[ -d '$WORK/backups' ] && find '$WORK/backups' -type f -path '*checkout*' | grep -q ."
+check "the backup holds every line of the checkout pod (missing: ${BACKUP_MISSING[*]:-none})" "[ ${#BACKUP_MISSING[@]} -eq 0 ]"
+check "the backup holds each line once across the restart (repeated: ${BACKUP_REPEATED[*]:-none})" "[ ${#BACKUP_REPEATED[@]} -eq 0 ]"
+check "no backup reported an error" "! grep -E 'phase=(Degraded|Failed)' '$WORK/agent.log' >/dev/null"
 check "the backup holds no pod the policy does not select" "! { [ -d '$WORK/backups' ] && find '$WORK/backups' -path '*payments*' | grep -q .; }"
 
 EVENTS=$( [ -d "$WORK/output" ] && find "$WORK/output" -type f -exec cat {} + | wc -l || echo 0)
