@@ -168,6 +168,10 @@ if [ -d "$WORK/backups" ]; then
   (cd "$WORK/backups" && find . -type f -printf '  %p  %s bytes\n' | sort)
 fi
 echo
+echo "The backup as its CLI shows it (tailor-agent backups list / grep, also run in the agent's pod):"
+"$AGENT" backups list --backup-root "$WORK/backups" 2>&1 | sed 's/^/  /' || true
+"$AGENT" backups grep --backup-root "$WORK/backups" --namespace shop 'payment failed|card declined' 2>&1 | sed 's/^/  /' || true
+echo
 echo "Checkpoints ($WORK/state):"
 if [ -d "$WORK/state" ]; then (cd "$WORK/state" && find . -type f -printf '  %p  %s bytes\n' | sort); fi
 if [ -n "$METRICS" ]; then
