@@ -186,7 +186,8 @@ pub fn backup_policy(namespace: &str, name: &str, selector: Value, files: &[&str
     })
 }
 
-/// Serialises manifests as one YAML stream.
-pub fn yaml_stream(docs: &[&Value]) -> String {
-    docs.iter().filter_map(|d| serde_yaml_ng::to_string(d).ok()).collect::<Vec<_>>().join("---\n")
+/// Manifests as one `List` in JSON, which kubectl applies item by item. JSON rather than YAML:
+/// kubectl reads YAML 1.1, where an unquoted `off` or `yes` is a boolean.
+pub fn manifest_list(docs: &[&Value]) -> String {
+    json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
 }

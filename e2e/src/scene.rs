@@ -204,7 +204,7 @@ impl Scene {
 
     /// `kubectl apply --server-side` of manifests, as Argo CD does.
     pub fn apply(&self, manifests: &[&serde_json::Value]) -> Result<String> {
-        self.kubectl.apply_server_side(&fixtures::yaml_stream(manifests), GITOPS_MANAGER)
+        self.kubectl.apply_server_side(&fixtures::manifest_list(manifests), GITOPS_MANAGER)
     }
 
     fn diagnostics(&self) -> String {

@@ -464,12 +464,12 @@ async fn invalid_regex_is_marked_invalid_and_hurts_nothing_else() -> Result<()> 
     })
     .await?;
     ensure!(collection_keys(&nlc) == [key(&pod, "app")], "targets {:?}", collection_keys(&nlc));
-    eventually("good is Ready", SETTLE, || async {
-        let s = lccs.get("good").await?.status.unwrap_or_default();
-        ensure!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "status {s:?}");
-        Ok(())
-    })
-    .await?;
+    let s = lccs.get("good").await?.status.unwrap_or_default();
+    ensure!(
+        s.conditions.iter().all(|c| c.type_ != "Invalid" || c.status == "False"),
+        "good is marked invalid: {s:?}"
+    );
+    ensure!(s.pods == 1 && s.nodes == 1, "good status {s:?}");
     scene.pass();
     Ok(())
 }
