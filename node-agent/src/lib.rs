@@ -1,5 +1,11 @@
 //! Tailor's node agent: applies its node's `NodeLogConfig`.
 
+pub mod ack;
+pub mod backup;
+pub mod encode;
 pub mod event;
 pub mod fsutil;
+pub mod pipeline;
+pub mod process;
+pub mod resolve;
 pub mod sinks;
