@@ -63,6 +63,7 @@ pub struct Scene {
     nodes: BTreeMap<String, SceneNode>,
     agents: Vec<Process>,
     passed: bool,
+    started: Instant,
 }
 
 impl Scene {
@@ -81,11 +82,13 @@ impl Scene {
             nodes: BTreeMap::new(),
             agents: Vec::new(),
             passed: false,
+            started: Instant::now(),
         })
     }
 
     /// Marks the test as passed: no diagnostics on drop.
     pub fn pass(mut self) {
+        eprintln!("e2e: {} passed in {:.1} s", self.name, self.started.elapsed().as_secs_f64());
         self.passed = true;
     }
 
@@ -162,6 +165,19 @@ impl Scene {
         )
         .await?;
         Ok(ScenePod { fixture, uid })
+    }
+
+    /// Marks every container of the pod terminated (exit code 0) and the pod Succeeded, as the
+    /// kubelet reports a pod whose containers exited.
+    pub async fn terminate_pod(&self, pod: &ScenePod) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), pod.namespace());
+        pods.patch_status(
+            pod.name(),
+            &PatchParams::default(),
+            &Patch::Merge(pod.fixture.terminated_status(&pod.uid)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes a pod with grace period 0 (no kubelet will ever confirm a graceful deletion).

@@ -225,7 +225,6 @@ async fn wait_acknowledged(scene: &Scene, nodes: &[SceneNode]) -> Result<()> {
 /// applied them; stdout and in-container file lines arrive in the file sink with their metadata;
 /// the LogBackups reach Synced and `kubectl get logbackups` shows it.
 #[tokio::test]
-#[ignore = "needs tailor-agent run (the agent's kube watcher and status, not on main yet)"]
 async fn acknowledged_end_to_end() -> Result<()> {
     let mut scene = scene("ack").await?;
     let shop = shop(&mut scene, 2, true).await?;
@@ -337,7 +336,6 @@ async fn pod_losing_its_label_changes_only_its_node_operator_only() -> Result<()
 
 /// ... and with the agents, which acknowledge, let go of the target, and write no other status.
 #[tokio::test]
-#[ignore = "needs tailor-agent run (the agent's kube watcher and status, not on main yet)"]
 async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
     change(scene("change").await?, true).await
 }
@@ -408,7 +406,6 @@ async fn gitops_reapply_changes_nothing_operator_only() -> Result<()> {
 
 /// ... and with the agents writing their statuses.
 #[tokio::test]
-#[ignore = "needs tailor-agent run (the agent's kube watcher and status, not on main yet)"]
 async fn gitops_reapply_changes_nothing() -> Result<()> {
     gitops(scene("gitops").await?, true).await
 }
@@ -558,7 +555,6 @@ async fn deletions() -> Result<()> {
 /// Scenario 8, what the agents do: a deleted pod's last lines are shipped before its node's config
 /// goes, and the backup copies stay on disk when their policy is deleted.
 #[tokio::test]
-#[ignore = "needs tailor-agent run (the agent's kube watcher and status, not on main yet)"]
 async fn deleted_pods_are_drained_and_backups_stay() -> Result<()> {
     let mut scene = scene("drain").await?;
     let shop = shop(&mut scene, 2, true).await?;
@@ -566,14 +562,18 @@ async fn deleted_pods_are_drained_and_backups_stay() -> Result<()> {
     let (n0, n1) = (&shop.nodes[0], &shop.nodes[1]);
     let (p0, p1) = (&shop.pods[0], &shop.pods[1]);
 
+    // The container writes its last line and exits; the pod object goes at once (grace 0).
     let last = format!("{}-last words", p1.name());
     scene.write_stdout(p1, "app", std::slice::from_ref(&last))?;
+    scene.terminate_pod(p1).await?;
     scene.delete_pod(p1).await?;
     wait_no_config(&scene, &n1.name, "its only pod was deleted").await?;
-    ensure!(
-        !observe::events_containing(&n1.dirs.output, &last).is_empty(),
-        "the deleted pod's last line was not shipped before its config went"
-    );
+    // The agent drains the files of a target that left its config before letting go.
+    eventually("the deleted pod's last line in the file sink", SETTLE, || async {
+        ensure!(!observe::events_containing(&n1.dirs.output, &last).is_empty(), "not shipped");
+        Ok(())
+    })
+    .await?;
 
     let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
     eventually("the remaining LogBackup Synced", SETTLE, || async {
