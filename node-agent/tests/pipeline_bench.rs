@@ -9,12 +9,13 @@ fn json_parse_and_enrichment_at_256_byte_lines() {
         std::env::var("PIPELINE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
     let report = tailor_agent::pipeline::bench_pipeline(events, 256).unwrap();
     println!(
-        "pipeline json+enrich 256B: {} events, {:.1} MB in {:.2?} (cpu {:.2?}): {:.0} events/s, {:.1} MB/s, {:.2} CPU s/GB",
+        "pipeline json+enrich 256B: {} events, {:.1} MB in {:.2?} (cpu {:.2?}): {:.0} events/s ({:.0} per CPU s), {:.1} MB/s, {:.2} CPU s/GB",
         report.events,
         report.bytes as f64 / 1e6,
         report.wall,
         report.cpu,
         report.events_per_sec,
+        report.events_per_cpu_sec,
         report.bytes as f64 / 1e6 / report.wall.as_secs_f64(),
         report.cpu_secs_per_gb
     );
