@@ -362,3 +362,13 @@ def test_rendered_objects_pass_the_api_servers_validation(cluster):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(dry_run, SCENARIOS))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict(scenario):
+    """`helm lint --strict`: only the INFO that the chart has no icon."""
+    import helm_python as helm
+
+    result = helm.lint(str(ROOT / "charts/tailor"), SCENARIOS[scenario][0], strict=True)
+    assert result["errors"] == []
+    assert [m["error"] for m in result["messages"] if m["severity"] > 1] == []

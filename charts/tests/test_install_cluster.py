@@ -1,5 +1,5 @@
-"""Installs for real on a throwaway control plane (kustomize base and Helm-rendered chart with a
-non-default release) and checks, with real ServiceAccount tokens bound to pods on nodes, what
+"""Installs for real on a throwaway control plane (`helm install` + `helm upgrade` of the chart as
+release `obs`, and the kustomize base) and checks, with real ServiceAccount tokens bound to pods on nodes, what
 each identity can do: RBAC through `kubectl auth can-i`, the node restriction through writes."""
 
 from __future__ import annotations
@@ -78,10 +78,21 @@ INSTALLS = {
 
 @pytest.fixture(scope="module")
 def installed(cluster):
+    # A real `helm install` (Helm's Go library through helm-python-sdk): CRDs from the chart's
+    # crds/ folder, then the templates, recorded as release `obs`; then an upgrade.
+    import helm_python as helm
+
+    with helm.Config(kubeconfig_path=cluster.kubeconfig, namespace="observability") as cfg:
+        release = cfg.install(str(ROOT / "charts/tailor"), "obs", namespace="observability", create_namespace=True, timeout=120)
+        assert release["status"] == "deployed", release
+        release = cfg.upgrade(str(ROOT / "charts/tailor"), "obs", {"agent": {"logLevel": "debug"}}, namespace="observability", timeout=120)
+        assert release["revision"] == 2 and release["status"] == "deployed", release
+    for crd in ("logcollectionconfigs", "logbackuppolicies", "logbackups", "nodelogconfigs"):
+        cluster.kubectl("get", "crd", f"{crd}.logging.tailor.dev")
+    ds = json.loads(cluster.kubectl("get", "ds", "-n", "observability", "obs-agent", "-o", "json").stdout)
+    assert {"name": "RUST_LOG", "value": "debug"} in ds["spec"]["template"]["spec"]["containers"][0]["env"]
+    # The kustomize install next to it (same CRDs, other names and namespace).
     cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "config/default"))
-    cluster.kubectl("create", "namespace", "observability", check=False)
-    objs = [strip_test_annotations(o) for o in render({}, "obs", "observability")]
-    apply(cluster, yaml.safe_dump_all(objs))
     apply(cluster, fixtures("team-a"))
     return cluster
 

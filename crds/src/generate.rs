@@ -19,7 +19,8 @@ fn kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                let unsigned = map.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("uint"));
+                let unsigned =
+                    map.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("uint"));
                 if unsigned {
                     map.insert("format".into(), "int64".into());
                     map.entry("minimum").or_insert(0.into());

@@ -12,6 +12,7 @@ use std::time::Duration;
 use docker_support::{Engine, SOCKET, docker, wait_for};
 use tailor_agent::docker::discovery::Discovery;
 use tailor_agent::docker::{DockerClient, DockerConfig, DockerRootfs};
+use tailor_agent::resolve::RootfsLocator;
 use tailor_crds::node::{CollectionTarget, HostRootKind, InputKind, NodeLogConfigSpec};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::client::API_VERSION;
 use super::model::{Container, ContainerInspect};
 use super::translate::RUNTIME;
+use crate::resolve::RootfsLocator;
 
 /// A cached entry older than this is refreshed from the engine when a socket is known.
 const STALE_AFTER: Duration = Duration::from_secs(5);
@@ -98,8 +99,14 @@ impl DockerRootfs {
         }
     }
 
+    fn on_host(&self, engine_path: &str) -> PathBuf {
+        self.host_root.join(engine_path.trim_start_matches('/'))
+    }
+}
+
+impl RootfsLocator for DockerRootfs {
     /// The host directory that is the container's root now, if it has one.
-    pub fn rootfs(&self, runtime: &str, container_id: &str) -> Option<PathBuf> {
+    fn rootfs(&self, runtime: &str, container_id: &str) -> Option<PathBuf> {
         if runtime != RUNTIME {
             return None;
         }
@@ -126,10 +133,6 @@ impl DockerRootfs {
         };
         let root = layer.root(|m| self.on_host(m).is_dir())?;
         Some(self.on_host(root))
-    }
-
-    fn on_host(&self, engine_path: &str) -> PathBuf {
-        self.host_root.join(engine_path.trim_start_matches('/'))
     }
 }
 

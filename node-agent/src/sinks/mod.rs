@@ -7,9 +7,20 @@
 //! failures with back-off is the sink's job; it returns `Err` only when it gives up on the batch
 //! (shutdown), and then nothing of the batch counts as delivered.
 
+pub mod file;
+pub mod runner;
+pub mod stdout;
+
+use std::path::PathBuf;
+
 use futures::future::BoxFuture;
+use tailor_crds::collection::{OutputSpec, OutputType};
+use tailor_crds::node::SourceRef;
+use tokio::sync::watch;
 
 use crate::event::Event;
+
+pub use runner::{Chunk, SinkHandle, spawn_sink};
 
 /// Why a batch was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +53,73 @@ pub trait Sink: Send + 'static {
 
     /// Deliver every event of the batch (see the module's contract).
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// What building a sink may need besides its `OutputSpec`.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    pub node_name: String,
+    /// The collection the output belongs to.
+    pub collection: SourceRef,
+    /// `--output-dir`: root of the `file` output.
+    pub output_dir: Option<PathBuf>,
+    /// `--state-dir`: where disk buffers live.
+    pub state_dir: PathBuf,
+    /// Size at which the `file` output rotates a target's file.
+    pub file_max_bytes: u64,
+    /// Rotated files the `file` output keeps per target.
+    pub file_max_files: usize,
+    /// Turns `true` when the agent must stop now (second signal or end of the grace period):
+    /// a sink then gives up retrying and returns `SinkError::ShuttingDown`.
+    pub force_stop: watch::Receiver<bool>,
+}
+
+impl SinkContext {
+    /// `<namespace>/<resource>/<output>`: the name of the sink of `output`.
+    pub fn sink_name(&self, output: &OutputSpec) -> String {
+        format!("{}/{}/{}", self.collection.namespace, self.collection.name, output.name)
+    }
+}
+
+/// Why a sink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildError {
+    #[error("output {output}: type {type_:?} is not available in this build")]
+    NotAvailable { output: String, type_: OutputType },
+    #[error("output {output}: type file needs the agent's --output-dir")]
+    NoOutputDir { output: String },
+    #[error("output {output}: {message}")]
+    Invalid { output: String, message: String },
+    #[error("output {output}: {source}")]
+    Io {
+        output: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SinkBuildError {
+    /// Label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SinkBuildError::NotAvailable { .. } => "not_available",
+            SinkBuildError::NoOutputDir { .. } => "no_output_dir",
+            SinkBuildError::Invalid { .. } => "invalid",
+            SinkBuildError::Io { .. } => "io",
+        }
+    }
+}
+
+/// Builds the sink of one output.
+pub fn build(output: &OutputSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkBuildError> {
+    let not_available =
+        || SinkBuildError::NotAvailable { output: ctx.sink_name(output), type_: output.type_ };
+    match output.type_ {
+        OutputType::File => Ok(Box::new(file::FileSink::new(output, ctx)?)),
+        OutputType::Stdout => Ok(Box::new(stdout::StdoutSink::new(ctx.sink_name(output)))),
+        OutputType::Elasticsearch => Err(not_available()),
+        OutputType::Loki => Err(not_available()),
+        OutputType::Kafka => Err(not_available()),
+        OutputType::Http => Err(not_available()),
+    }
 }

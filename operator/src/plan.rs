@@ -1,0 +1,189 @@
+//! The writes that bring the cluster to a rendering: a pure diff of what should exist against
+//! what the watch caches hold. Only objects whose content changed are written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::ObjectMeta;
+use tailor_crds::node::NodeLogConfig;
+use tailor_crds::{LogBackup, LogBackupSpec, SelectionStatus};
+
+use crate::render::{
+    ClusterInput, DesiredLogBackup, RenderedCluster, ResourceKey, ResourceKind, resource_key,
+};
+use crate::status::{acknowledged_nodes, selection_status};
+use crate::{MANAGED_BY, MANAGED_BY_LABEL, POLICY_LABEL};
+
+/// What the cluster holds of the operator's own objects (from the watch caches).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// NodeLogConfigs labelled as managed by the operator.
+    pub node_configs: Vec<Arc<NodeLogConfig>>,
+    /// LogBackups labelled as managed by the operator.
+    pub log_backups: Vec<Arc<LogBackup>>,
+}
+
+/// A status to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate {
+    pub key: ResourceKey,
+    pub status: SelectionStatus,
+}
+
+/// The writes, in the order they are made.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Created or changed NodeLogConfigs (server-side apply), by name.
+    pub apply_node_configs: Vec<NodeLogConfig>,
+    /// Created or changed LogBackups (server-side apply), by namespace and name.
+    pub apply_log_backups: Vec<LogBackup>,
+    /// LogBackups with no targets left: (namespace, name).
+    pub delete_log_backups: Vec<(String, String)>,
+    /// NodeLogConfigs with no targets left or whose Node is gone.
+    pub delete_node_configs: Vec<String>,
+    /// User resources whose status changed, by kind, namespace, name.
+    pub statuses: Vec<StatusUpdate>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.apply_node_configs.is_empty()
+            && self.apply_log_backups.is_empty()
+            && self.delete_log_backups.is_empty()
+            && self.delete_node_configs.is_empty()
+            && self.statuses.is_empty()
+    }
+}
+
+/// The NodeLogConfig object the operator applies for a node.
+pub fn desired_node_config(rendered: &RenderedCluster, node: &str) -> Option<NodeLogConfig> {
+    let spec = rendered.nodes.get(node)?;
+    let mut nlc = NodeLogConfig::new(node, spec.clone());
+    nlc.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+    // Owned by its Node, so the garbage collector removes it with the Node even while the
+    // operator is down.
+    nlc.metadata.owner_references = rendered.node_uids.get(node).map(|uid| {
+        vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: node.into(),
+            uid: uid.clone(),
+            ..Default::default()
+        }]
+    });
+    Some(nlc)
+}
+
+/// The LogBackup object the operator applies for a (policy, node), owned by the policy.
+pub fn desired_log_backup(d: &DesiredLogBackup) -> LogBackup {
+    let mut labels = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())]);
+    if d.policy.len() <= 63 {
+        labels.insert(POLICY_LABEL.to_string(), d.policy.clone());
+    }
+    LogBackup {
+        metadata: ObjectMeta {
+            name: Some(d.name.clone()),
+            namespace: Some(d.namespace.clone()),
+            labels: Some(labels),
+            owner_references: d.policy_uid.as_ref().map(|uid| {
+                vec![OwnerReference {
+                    api_version: format!("{}/{}", tailor_crds::GROUP, tailor_crds::VERSION),
+                    kind: "LogBackupPolicy".into(),
+                    name: d.policy.clone(),
+                    uid: uid.clone(),
+                    controller: Some(true),
+                    // Not blocking: that would need update rights on the policy's finalizers.
+                    block_owner_deletion: None,
+                }]
+            }),
+            ..Default::default()
+        },
+        spec: LogBackupSpec { policy: d.policy.clone(), node_name: d.node.clone() },
+        status: None,
+    }
+}
+
+/// Every object the rendering asks for, as `render -f` prints them.
+pub fn desired_objects(rendered: &RenderedCluster) -> (Vec<NodeLogConfig>, Vec<LogBackup>) {
+    let nlcs = rendered.nodes.keys().filter_map(|n| desired_node_config(rendered, n)).collect();
+    let lbs = rendered.log_backups.iter().map(desired_log_backup).collect();
+    (nlcs, lbs)
+}
+
+/// The diff. `remembered` holds statuses the operator computed earlier for resources whose
+/// current status cannot be read (malformed objects), so that they are not rewritten each time.
+pub fn plan(
+    input: &ClusterInput,
+    rendered: &RenderedCluster,
+    observed: &Observed,
+    remembered: &BTreeMap<ResourceKey, SelectionStatus>,
+    now: &Time,
+) -> Plan {
+    let mut plan = Plan::default();
+    let in_cluster: BTreeMap<&str, &NodeLogConfig> = observed
+        .node_configs
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
+        .collect();
+
+    for node in rendered.nodes.keys() {
+        let Some(want) = desired_node_config(rendered, node) else { continue };
+        let same = in_cluster.get(node.as_str()).is_some_and(|have| {
+            have.spec == want.spec && have.metadata.owner_references == want.metadata.owner_references
+        });
+        if !same {
+            plan.apply_node_configs.push(want);
+        }
+    }
+    plan.delete_node_configs =
+        in_cluster.keys().filter(|n| !rendered.nodes.contains_key(**n)).map(|n| n.to_string()).collect();
+
+    let existing: BTreeMap<(&str, &str), &LogBackup> = observed
+        .log_backups
+        .iter()
+        .filter_map(|b| Some(((b.metadata.namespace.as_deref()?, b.metadata.name.as_deref()?), b.as_ref())))
+        .collect();
+    let mut wanted: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for d in &rendered.log_backups {
+        wanted.insert((&d.namespace, &d.name));
+        let want = desired_log_backup(d);
+        let same = existing.get(&(d.namespace.as_str(), d.name.as_str())).is_some_and(|have| {
+            have.spec == want.spec
+                && have.metadata.owner_references == want.metadata.owner_references
+                && have.metadata.labels == want.metadata.labels
+        });
+        if !same {
+            plan.apply_log_backups.push(want);
+        }
+    }
+    plan.delete_log_backups = existing
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect();
+
+    let current = current_statuses(input);
+    for (key, summary) in &rendered.resources {
+        let previous = current.get(key).copied().flatten().or_else(|| remembered.get(key));
+        let acked = acknowledged_nodes(key, summary, &in_cluster);
+        let status = selection_status(summary, &acked, previous, now);
+        if previous != Some(&status) {
+            plan.statuses.push(StatusUpdate { key: key.clone(), status });
+        }
+    }
+    plan
+}
+
+/// The status each well-formed user resource has now.
+fn current_statuses(input: &ClusterInput) -> BTreeMap<ResourceKey, Option<&SelectionStatus>> {
+    let key = resource_key;
+    let mut out = BTreeMap::new();
+    for c in &input.collections {
+        out.insert(key(ResourceKind::Collection, &c.metadata), c.status.as_ref());
+    }
+    for b in &input.backups {
+        out.insert(key(ResourceKind::Backup, &b.metadata), b.status.as_ref());
+    }
+    out
+}
