@@ -38,11 +38,24 @@ pub struct ProcessorError {
     pub message: String,
 }
 
-/// Builds the processor of one target. Until the pipeline lands (`crate::pipeline::build`),
-/// events pass through unchanged.
+/// Builds the processor of one target: the pipeline (`crate::pipeline::build`).
 pub fn build_processor(
-    _collection: &NodeCollection,
-    _meta: &TargetMeta,
+    collection: &NodeCollection,
+    meta: &TargetMeta,
 ) -> Result<Box<dyn Processor>, ProcessorError> {
-    Ok(Box::new(Identity))
+    let p = crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })?;
+    Ok(Box::new(Pipeline(p)))
+}
+
+/// The pipeline declares its own copy of this trait; this forwards to it.
+struct Pipeline(Box<dyn crate::pipeline::Processor>);
+
+impl Processor for Pipeline {
+    fn process(&mut self, event: Event, out: &mut Vec<Event>) {
+        self.0.process(event, out);
+    }
+
+    fn flush(&mut self, now: Instant, force: bool, out: &mut Vec<Event>) {
+        self.0.flush(now, force, out);
+    }
 }
