@@ -1,6 +1,7 @@
 //! Tailor's node agent: applies its node's `NodeLogConfig`.
 
 pub mod ack;
+pub mod backup;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
