@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tailor_agent::engine::{Engine, EngineConfig, EngineStatus, Shutdown};
+use tailor_agent::docker::{DockerClient, DockerMode, DockerRootfs};
+use tailor_agent::engine::{Applied, Engine, EngineConfig, EngineStatus, Shutdown};
 use tailor_agent::metrics::Metrics;
 use tailor_agent::resolve::{ContainerdLocator, Locators, RootfsLocator};
-use tailor_agent::{bench, config, metrics, status};
+use tailor_agent::{backup, bench, config, metrics, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -100,16 +101,30 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
-    if args.docker {
-        anyhow::bail!("--docker discovery is not available in this build");
-    }
-    let _ = (&args.backup_root, &args.docker_host);
+    // Writable layers of Docker containers: docker mode, and Kubernetes nodes on cri-dockerd.
+    let docker_socket = DockerClient::from_host(&args.docker_host).ok().map(|c| c.socket().to_path_buf());
+    let mut docker_locator = DockerRootfs::new(&args.host_root, docker_socket);
     let metrics = Arc::new(Metrics::default());
     let (config_tx, config_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(EngineStatus::default());
 
     let mut kube_client = None;
     match &args.config {
+        Some(path) if args.docker => {
+            let tx = config_tx;
+            let mode = DockerMode::new(
+                &args.docker_host,
+                path,
+                &args.node_name,
+                &args.host_root,
+                Box::new(move |generation, spec| {
+                    tx.send_replace(Some(Applied { generation, spec }));
+                }),
+            )?;
+            docker_locator = mode.locator;
+            tokio::spawn(mode.discovery.run(std::future::pending()));
+        }
+        None if args.docker => anyhow::bail!("--docker needs --config FILE (the docker-mode configuration)"),
         Some(path) => {
             tokio::spawn(config::watch_file(
                 path.clone(),
@@ -151,8 +166,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
-    let locator: Arc<dyn RootfsLocator> =
-        Arc::new(Locators(vec![Arc::new(ContainerdLocator { host_root: args.host_root.clone() })]));
+    let locator: Arc<dyn RootfsLocator> = Arc::new(Locators(vec![
+        Arc::new(ContainerdLocator { host_root: args.host_root.clone() }),
+        Arc::new(docker_locator),
+    ]));
+    if let Some(root) = &args.backup_root {
+        // The backup engine reads (generation, spec) from its own channel, fed from the same config.
+        let (backup_tx, backup_rx) = watch::channel(None::<(i64, tailor_crds::NodeLogConfigSpec)>);
+        let mut applied = config_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = applied.borrow_and_update().as_ref().map(|a| (a.generation, a.spec.clone()));
+                backup_tx.send_replace(current);
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let settings = backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
+        let resolver =
+            Arc::new(ResolveInRoot { host_root: args.host_root.clone(), locator: locator.clone() });
+        tokio::spawn(async move {
+            let status = Box::new(backup::LogStatusSink);
+            if let Err(e) = backup::run(backup_rx, settings, resolver, status, std::future::pending()).await {
+                tracing::error!(error = %e, "backup engine stopped");
+            }
+        });
+    }
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
     let engine_shutdown = shutdown.clone();
@@ -176,6 +216,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 return if ok.unwrap_or(false) { Ok(()) } else { anyhow::bail!("collection engine panicked") };
             }
         }
+    }
+}
+
+/// The backup engine's inputs through the agent's confined resolution (container rootfs
+/// included), until the backup module brings its own.
+struct ResolveInRoot {
+    host_root: PathBuf,
+    locator: Arc<dyn RootfsLocator>,
+}
+
+impl backup::InputResolver for ResolveInRoot {
+    fn resolve(&self, input: &tailor_crds::node::Input) -> Result<Vec<PathBuf>, String> {
+        let (_, expansion) =
+            tailor_agent::resolve::expand_input(input, &self.host_root, self.locator.as_ref())
+                .map_err(|e| e.to_string())?;
+        Ok(expansion.files.into_iter().map(|f| f.path).collect())
     }
 }
 

@@ -43,7 +43,8 @@ pub fn build_processor(
     collection: &NodeCollection,
     meta: &TargetMeta,
 ) -> Result<Box<dyn Processor>, ProcessorError> {
-    let p = crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })?;
+    let p =
+        crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })?;
     Ok(Box::new(Pipeline(p)))
 }
 
