@@ -87,6 +87,12 @@ pub struct Applied {
     pub spec: NodeLogConfigSpec,
 }
 
+impl crate::backup::BackupConfigView for Applied {
+    fn backups(&self) -> (Option<i64>, Vec<tailor_crds::node::NodeBackup>) {
+        (Some(self.generation), self.spec.backups.clone())
+    }
+}
+
 /// What the engine reports for the NodeLogConfig status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EngineStatus {
@@ -131,10 +137,27 @@ struct Target {
     inputs: Vec<InputState>,
     files: Vec<Tracked>,
     errors: Vec<String>,
+    /// Contents of files truncated in place, so that their copy (copy-truncate) goes on from
+    /// where reading stopped.
+    recent: Vec<Recent>,
     /// Removed from the configuration: read what is left, then let go.
     draining: bool,
     source_generation: i64,
 }
+
+/// What was read of a file's former content before it was truncated.
+struct Recent {
+    fingerprint: u64,
+    fingerprint_len: u32,
+    /// Line boundary up to which it was read.
+    offset: u64,
+    path: PathBuf,
+    /// The ledger of the content before the truncation.
+    ledger: Ledger,
+}
+
+/// Most `Recent` entries kept per target.
+const RECENT_MAX: usize = 16;
 
 struct InputState {
     input: Input,
@@ -159,6 +182,23 @@ struct Tracked {
     present: bool,
     last_growth: Instant,
     at_eof: bool,
+    /// For a copy that goes on from where its original was read: the original's ledger, whose
+    /// events in flight still hold the commit back.
+    floor: Option<Ledger>,
+}
+
+impl Tracked {
+    /// The offset a checkpoint may record: nothing before it is unacknowledged.
+    fn committed(&self) -> u64 {
+        let own = self.ledger.committed();
+        match &self.floor {
+            Some(l) => {
+                let l = l.lock();
+                if l.in_flight() > 0 { own.min(l.committed()) } else { own }
+            }
+            None => own,
+        }
+    }
 }
 
 /// The engine; `run` consumes it on its own thread.
@@ -373,6 +413,7 @@ impl Engine {
                                 inputs: input_states(&tspec.inputs),
                                 files: Vec::new(),
                                 errors: Vec::new(),
+                                recent: Vec::new(),
                                 draining: false,
                                 source_generation: spec.source.generation,
                             },
@@ -479,6 +520,7 @@ impl Engine {
                             &mut self.scratch,
                             &mut self.lines,
                             &mut self.records,
+                            &mut t.recent,
                             &self.metrics,
                         );
                         if n == 0 {
@@ -607,6 +649,23 @@ impl Engine {
             for t in coll.targets.values() {
                 for f in &t.files {
                     let cp = file_checkpoint(&t.key, f, &t.inputs, self.generation, t.source_generation);
+                    files.insert(cp.key(), cp);
+                }
+                // Contents truncated away whose copy has not shown up yet: found by fingerprint.
+                for r in &t.recent {
+                    let cp = FileCheckpoint {
+                        target: t.key.clone(),
+                        dev: 0,
+                        ino: r.fingerprint,
+                        fingerprint: r.fingerprint,
+                        fingerprint_len: r.fingerprint_len,
+                        offset: r.ledger.committed(),
+                        host_path: r.path.clone(),
+                        container_path: None,
+                        node_generation: self.generation,
+                        source_generation: t.source_generation,
+                        seen: now,
+                    };
                     files.insert(cp.key(), cp);
                 }
             }
@@ -827,7 +886,7 @@ fn file_checkpoint(
         ino: f.id.ino,
         fingerprint: f.id.fingerprint,
         fingerprint_len: f.fingerprint_len,
-        offset: f.ledger.committed(),
+        offset: f.committed(),
         host_path: f.path.clone(),
         container_path: inputs.get(f.input).and_then(|i| i.input.container_path.clone()),
         node_generation: node_gen,
@@ -898,7 +957,7 @@ fn scan_target(
                 f.rel = m.rel.clone();
                 f.root = Some(root.clone());
                 if st.len() < f.read_offset {
-                    truncated(f, metrics);
+                    truncated(f, metrics, &mut t.recent);
                 }
                 continue;
             }
@@ -913,19 +972,38 @@ fn scan_target(
                 continue;
             }
             let key = (t.key.clone(), id.dev, id.ino);
-            let resumed = orphans.remove(&key).and_then(|o| {
-                let same = o.fingerprint_len <= fp_len as u32
-                    && fingerprint_prefix(&file, u64::from(o.fingerprint_len)) == Some(o.fingerprint);
-                (same && o.offset <= fst.len()).then_some(o.offset)
-            });
-            // A copy (copy-truncate) starts with the same bytes as a file being read: go on from
-            // where that one is, instead of reading the copied part twice.
-            let copy_of = t
-                .files
-                .iter()
-                .find(|f| f.id.fingerprint == fp && f.fingerprint_len == fp_len as u32)
-                .map(|f| f.read_offset.min(fst.len()));
-            let offset = match (resumed, copy_of) {
+            let resumed = match orphans.remove(&key) {
+                Some(o) => {
+                    let same = o.fingerprint_len <= fp_len as u32
+                        && fingerprint_prefix(&file, u64::from(o.fingerprint_len)) == Some(o.fingerprint);
+                    if !same {
+                        // Its inode now holds other bytes (reuse, or truncated while the agent was
+                        // down): keep what was read of the old content for a copy of it to find.
+                        orphans.insert(
+                            (t.key.clone(), 0, o.fingerprint),
+                            FileCheckpoint { dev: 0, ino: o.fingerprint, ..o },
+                        );
+                    }
+                    (same && o.offset <= fst.len()).then_some(o.offset)
+                }
+                None => None,
+            };
+            let copy_of = if resumed.is_some() {
+                None
+            } else {
+                find_copy_origin(
+                    &mut t.files,
+                    &mut t.recent,
+                    &t.key,
+                    orphans,
+                    fp,
+                    fp_len as u32,
+                    &m.path,
+                    fst.len(),
+                )
+            };
+            let floor = copy_of.as_ref().and_then(|(_, l)| l.clone());
+            let offset = match (resumed, copy_of.map(|(o, _)| o)) {
                 (Some(o), _) => o,
                 (None, Some(o)) => o,
                 (None, None) if first && start == StartPosition::End => fst.len(),
@@ -946,6 +1024,7 @@ fn scan_target(
                 present: true,
                 last_growth: Instant::now(),
                 at_eof: false,
+                floor,
             };
             drop(file);
             tracked.at_eof = tracked.read_offset >= fst.len();
@@ -954,8 +1033,78 @@ fn scan_target(
     }
 }
 
-fn truncated(f: &mut Tracked, metrics: &Metrics) {
+/// A new file whose first bytes and name say it is a copy of a file already read (copy-truncate
+/// rotation): the offset to go on from, instead of reading the copied part twice. Looks at files
+/// being read (copied, not yet truncated: that one then skips what the copy holds), contents
+/// truncated away, and checkpoints of files no longer where they were (their inode holds other
+/// bytes, or it is empty after the truncation).
+#[allow(clippy::too_many_arguments)]
+fn find_copy_origin(
+    files: &mut [Tracked],
+    recent: &mut Vec<Recent>,
+    target: &str,
+    orphans: &mut BTreeMap<CheckpointKey, FileCheckpoint>,
+    fp: u64,
+    fp_len: u32,
+    path: &Path,
+    len: u64,
+) -> Option<(u64, Option<Ledger>)> {
+    let name = path.file_name()?.as_encoded_bytes();
+    let extends = |orig: &Path| {
+        orig.file_name().is_some_and(|o| name.len() > o.len() && name.starts_with(o.as_encoded_bytes()))
+    };
+    if fp_len == 0 {
+        return None;
+    }
+    if let Some(live) =
+        files.iter_mut().find(|f| f.id.fingerprint == fp && f.fingerprint_len == fp_len && extends(&f.path))
+    {
+        let boundary = live.read_offset - live.splitter.pending() as u64;
+        if live.read_offset < len {
+            // What the copy holds is read from the copy; the original's commit skips it once
+            // its own events in flight are acknowledged.
+            live.ledger.lock().register(len, 0);
+            live.read_offset = len;
+            live.splitter.reset();
+            live.decoder.reset();
+            if let Some(file) = &mut live.file {
+                let _ = file.seek(SeekFrom::Start(len));
+            }
+        }
+        return Some((boundary.min(len), Some(live.ledger.clone())));
+    }
+    if let Some(i) =
+        recent.iter().position(|r| r.fingerprint == fp && r.fingerprint_len == fp_len && extends(&r.path))
+    {
+        let r = recent.remove(i);
+        return Some((r.offset.min(len), Some(r.ledger)));
+    }
+    let key = orphans
+        .iter()
+        .find(|(k, o)| {
+            k.0 == target && o.fingerprint == fp && o.fingerprint_len == fp_len && extends(&o.host_path)
+        })
+        .map(|(k, _)| k.clone())?;
+    orphans.remove(&key).map(|o| (o.offset.min(len), None))
+}
+
+fn truncated(f: &mut Tracked, metrics: &Metrics, recent: &mut Vec<Recent>) {
     Metrics::add(&metrics.truncations, 1);
+    if f.fingerprint_len > 0 {
+        recent.push(Recent {
+            fingerprint: f.id.fingerprint,
+            fingerprint_len: f.fingerprint_len,
+            offset: f.read_offset - f.splitter.pending() as u64,
+            path: f.path.clone(),
+            ledger: f.ledger.clone(),
+        });
+        if recent.len() > RECENT_MAX {
+            recent.remove(0);
+        }
+    }
+    // The new content is a new identity: events of the old one in flight no longer count for it.
+    f.id.fingerprint = 0;
+    f.fingerprint_len = 0;
     f.read_offset = 0;
     f.splitter.reset();
     f.decoder.reset();
@@ -976,6 +1125,7 @@ fn read_file(
     scratch: &mut BytesMut,
     lines: &mut Vec<Line>,
     records: &mut Vec<Record>,
+    recent: &mut Vec<Recent>,
     metrics: &Metrics,
 ) -> usize {
     if f.file.is_none() {
@@ -1017,7 +1167,7 @@ fn read_file(
         if let Ok(m) = file.metadata()
             && m.len() < f.read_offset
         {
-            truncated(f, metrics);
+            truncated(f, metrics, recent);
             return 0;
         }
         f.at_eof = true;
@@ -1029,6 +1179,18 @@ fn read_file(
     f.last_growth = Instant::now();
     let start = f.read_offset;
     f.read_offset += n as u64;
+    // A fingerprint taken over fewer bytes than usual (a young or truncated file) is completed
+    // once nothing of the file is in flight under the old identity.
+    if u64::from(f.fingerprint_len) < FINGERPRINT_LEN.min(f.read_offset)
+        && f.ledger.lock().in_flight() == 0
+        && let Some(file) = &f.file
+    {
+        let len = FINGERPRINT_LEN.min(f.read_offset);
+        if let Some(fp) = fingerprint_prefix(file, len) {
+            f.id.fingerprint = fp;
+            f.fingerprint_len = len as u32;
+        }
+    }
     Metrics::add(&metrics.bytes_read, n as u64);
     lines.clear();
     f.splitter.push(data, start, lines);

@@ -9,7 +9,7 @@ use tailor_agent::docker::{DockerClient, DockerMode, DockerRootfs};
 use tailor_agent::engine::{Applied, Engine, EngineConfig, EngineStatus, Shutdown};
 use tailor_agent::metrics::Metrics;
 use tailor_agent::resolve::{ContainerdLocator, Locators, RootfsLocator};
-use tailor_agent::{backup, bench, config, metrics, status};
+use tailor_agent::{bench, config, metrics, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -26,6 +26,11 @@ enum Command {
     Run(Box<RunArgs>),
     /// Measure the tailer: lines/s, MB/s, CPU seconds per GB, peak RSS.
     Bench(bench::BenchArgs),
+    /// Find and read the backed-up original log files on this node.
+    Backups {
+        #[command(subcommand)]
+        command: tailor_agent::backup::cli::BackupsCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +100,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(run(*args)),
         Command::Bench(args) => bench::run(args),
+        Command::Backups { command } => rt.block_on(async {
+            let mut out = std::io::stdout();
+            tailor_agent::backup::cli::run(command, &mut out).await.map_err(anyhow::Error::from)
+        }),
     }
 }
 
@@ -139,6 +148,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             kube_client = Some(client);
         }
     }
+    let locator: Arc<dyn RootfsLocator> = Arc::new(Locators(vec![
+        Arc::new(ContainerdLocator { host_root: args.host_root.clone() }),
+        Arc::new(docker_locator),
+    ]));
+    // The backup engine follows the same configuration channel.
+    let (backup_stop_tx, mut backup_stop_rx) = watch::channel(false);
+    let backup_task = args.backup_root.as_ref().map(|root| {
+        let settings = tailor_agent::backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
+        let resolver =
+            Arc::new(ResolveInRoot { host_root: args.host_root.clone(), locator: locator.clone() });
+        let sink: Box<dyn tailor_agent::backup::StatusSink> = match &kube_client {
+            Some(client) => Box::new(tailor_agent::backup::KubeStatusSink { client: client.clone() }),
+            None => Box::new(tailor_agent::backup::LogStatusSink),
+        };
+        let stop = async move {
+            let _ = backup_stop_rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(tailor_agent::backup::run(config_rx.clone(), settings, resolver, sink, stop))
+    });
     if let Some(client) = kube_client {
         tokio::spawn(status::write_status(
             client,
@@ -166,33 +194,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
-    let locator: Arc<dyn RootfsLocator> = Arc::new(Locators(vec![
-        Arc::new(ContainerdLocator { host_root: args.host_root.clone() }),
-        Arc::new(docker_locator),
-    ]));
-    if let Some(root) = &args.backup_root {
-        // The backup engine reads (generation, spec) from its own channel, fed from the same config.
-        let (backup_tx, backup_rx) = watch::channel(None::<(i64, tailor_crds::NodeLogConfigSpec)>);
-        let mut applied = config_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let current = applied.borrow_and_update().as_ref().map(|a| (a.generation, a.spec.clone()));
-                backup_tx.send_replace(current);
-                if applied.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        let settings = backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
-        let resolver =
-            Arc::new(ResolveInRoot { host_root: args.host_root.clone(), locator: locator.clone() });
-        tokio::spawn(async move {
-            let status = Box::new(backup::LogStatusSink);
-            if let Err(e) = backup::run(backup_rx, settings, resolver, status, std::future::pending()).await {
-                tracing::error!(error = %e, "backup engine stopped");
-            }
-        });
-    }
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
     let engine_shutdown = shutdown.clone();
@@ -209,9 +210,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     loop {
         tokio::select! {
-            _ = term.recv() => on_signal(&shutdown),
-            _ = int.recv() => on_signal(&shutdown),
+            _ = term.recv() => on_signal(&shutdown, &backup_stop_tx),
+            _ = int.recv() => on_signal(&shutdown, &backup_stop_tx),
             ok = &mut done_rx => {
+                if let Some(task) = backup_task {
+                    let _ = backup_stop_tx.send(true);
+                    match tokio::time::timeout(args.shutdown_grace, task).await {
+                        Ok(Ok(Err(e))) => tracing::error!(error = %e, "backup engine failed"),
+                        Err(_) => tracing::warn!("backup engine did not finish within the grace period"),
+                        _ => {}
+                    }
+                }
                 tracing::info!("stopped");
                 return if ok.unwrap_or(false) { Ok(()) } else { anyhow::bail!("collection engine panicked") };
             }
@@ -226,7 +235,7 @@ struct ResolveInRoot {
     locator: Arc<dyn RootfsLocator>,
 }
 
-impl backup::InputResolver for ResolveInRoot {
+impl tailor_agent::backup::InputResolver for ResolveInRoot {
     fn resolve(&self, input: &tailor_crds::node::Input) -> Result<Vec<PathBuf>, String> {
         let (_, expansion) =
             tailor_agent::resolve::expand_input(input, &self.host_root, self.locator.as_ref())
@@ -235,7 +244,8 @@ impl backup::InputResolver for ResolveInRoot {
     }
 }
 
-fn on_signal(shutdown: &Shutdown) {
+fn on_signal(shutdown: &Shutdown, backup_stop: &watch::Sender<bool>) {
+    let _ = backup_stop.send(true);
     match shutdown.request() {
         1 => tracing::info!("signal: stopping gracefully (a second signal forces)"),
         _ => tracing::warn!("second signal: stopping now"),

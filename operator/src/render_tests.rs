@@ -41,7 +41,10 @@ fn the_fixture_renders_as_designed() {
     assert_eq!(web.targets.len(), 1);
     let t = &web.targets[0];
     assert_eq!(t.key(), "shop/web-7d4b9c8f6-x2x4p/app");
-    assert_eq!(t.pod.workload.as_ref().map(|w| (w.kind.as_str(), w.name.as_str())), Some(("Deployment", "web")));
+    assert_eq!(
+        t.pod.workload.as_ref().map(|w| (w.kind.as_str(), w.name.as_str())),
+        Some(("Deployment", "web"))
+    );
     assert_eq!(t.container.container_id.as_deref(), Some("4f1c9a0d2b7e"));
     assert_eq!((t.container.restart_count, t.container.terminated), (1, false));
     let kinds: Vec<(InputKind, HostRootKind)> = t.inputs.iter().map(|i| (i.kind, i.root.kind)).collect();
@@ -83,7 +86,10 @@ fn the_fixture_renders_as_designed() {
     let web = &r.resources[&key(ResourceKind::Collection, "web")];
     assert_eq!((web.pods, web.nodes.len()), (2, 2));
     assert_eq!(web.problem_count, 1, "{:?}", web.problems);
-    assert!(web.problems.iter().next().unwrap().contains("web-data") || web.problems.iter().next().unwrap().contains("data"));
+    assert!(
+        web.problems.iter().next().unwrap().contains("web-data")
+            || web.problems.iter().next().unwrap().contains("data")
+    );
     let broken = &r.resources[&key(ResourceKind::Collection, "broken")];
     assert_eq!(broken.invalid.as_ref().unwrap().reason, "InvalidRegex");
     assert_eq!(broken.generation, 5);
@@ -175,7 +181,11 @@ fn build(pods: &[PodGen]) -> ClusterInput {
                 ..Default::default()
             },
             // node-3 does not exist: such pods are never rendered.
-            spec: Some(PodSpec { node_name: Some(format!("node-{}", g.node)), containers, ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: Some(format!("node-{}", g.node)),
+                containers,
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(if g.terminated { "Succeeded" } else { "Running" }.into()),
                 container_statuses: Some(statuses),
@@ -195,7 +205,8 @@ fn build(pods: &[PodGen]) -> ClusterInput {
             lcc.metadata.namespace = Some(format!("ns-{ns}"));
             input.collections.push(Arc::new(lcc));
         }
-        let spec = serde_json::from_value(serde_json::json!({"selector": {"excludeLabels": {"app": "a2"}}})).unwrap();
+        let spec = serde_json::from_value(serde_json::json!({"selector": {"excludeLabels": {"app": "a2"}}}))
+            .unwrap();
         let mut lbp = LogBackupPolicy::new("backup", spec);
         lbp.metadata.namespace = Some(format!("ns-{ns}"));
         lbp.metadata.uid = Some(format!("lbp-{ns}"));
