@@ -65,6 +65,10 @@ fn hostile_symlinks_in_a_layer_yield_nothing_from_the_host() {
     });
     let expected = vec![("opt/logs/good.log".to_string(), b"fine\n".to_vec())];
     assert_eq!(collected(&locator, &c), expected, "while running");
+    // On a Kubernetes node (no discovery) the locator asks the engine itself.
+    let on_demand = DockerRootfs::new("/", Some(SOCKET.into()));
+    assert_eq!(on_demand.rootfs("docker", &id), locator.rootfs("docker", &id));
+    assert_eq!(on_demand.rootfs("docker", &"0".repeat(64)), None);
 
     docker(&["stop", "-t", "0", &engine.name("evil")]);
     let c = inspect(&id);
@@ -72,4 +76,5 @@ fn hostile_symlinks_in_a_layer_yield_nothing_from_the_host() {
     locator.update(&c);
     assert!(locator.rootfs("docker", &id).unwrap().ends_with("diff"));
     assert_eq!(collected(&locator, &c), expected, "once stopped");
+    assert!(DockerRootfs::new("/", Some(SOCKET.into())).rootfs("docker", &id).unwrap().ends_with("diff"));
 }

@@ -19,7 +19,7 @@ use super::model::{Container, ContainerInspect};
 use super::translate::RUNTIME;
 use crate::resolve::RootfsLocator;
 
-/// A cached entry older than this is refreshed from the engine when a socket is known.
+/// Without discovery, a cached entry older than this is refreshed from the engine.
 const STALE_AFTER: Duration = Duration::from_secs(5);
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_INSPECT_BYTES: u64 = 4 << 20;
@@ -63,6 +63,8 @@ struct Entry {
 pub struct DockerRootfs {
     host_root: PathBuf,
     socket: Option<PathBuf>,
+    /// `None` when discovery keeps the cache current (docker mode): only misses ask the engine.
+    stale_after: Option<Duration>,
     cache: Arc<RwLock<HashMap<String, Entry>>>,
 }
 
@@ -70,7 +72,18 @@ impl DockerRootfs {
     /// `host_root` prefixes every engine path (the agent's `--host-root`); `socket` lets a miss
     /// ask the engine.
     pub fn new(host_root: impl Into<PathBuf>, socket: Option<PathBuf>) -> Self {
-        DockerRootfs { host_root: host_root.into(), socket, cache: Arc::default() }
+        DockerRootfs {
+            host_root: host_root.into(),
+            socket,
+            stale_after: Some(STALE_AFTER),
+            cache: Arc::default(),
+        }
+    }
+
+    /// Discovery keeps the cache current from the engine's events: entries never go stale.
+    pub fn fed_by_discovery(mut self) -> Self {
+        self.stale_after = None;
+        self
     }
 
     /// Records what discovery learnt about a container.
@@ -113,7 +126,7 @@ impl RootfsLocator for DockerRootfs {
         let cached = self.cache.read().ok().and_then(|c| c.get(container_id).cloned());
         let layer = match (cached, &self.socket) {
             (Some(e), None) => e.layer,
-            (Some(e), Some(_)) if e.fetched.elapsed() < STALE_AFTER => e.layer,
+            (Some(e), Some(_)) if self.stale_after.is_none_or(|s| e.fetched.elapsed() < s) => e.layer,
             (cached, Some(socket)) => match blocking_inspect(socket, container_id) {
                 Ok(Some(inspect)) => {
                     let c = Container::from_inspect(inspect);
