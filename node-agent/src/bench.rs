@@ -98,6 +98,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     f.print(&format!("tailor: 1000 mostly idle files, {idle_rate} lines/s total"));
 
+    // The pipeline alone, in this process: JSON parse + timestamp + enrichment + a filter.
+    let p = crate::pipeline::bench_pipeline(args.lines, LINE_BYTES)?;
+    println!(
+        "{:<40} {:>10.0} lines/s {:>8.1} MB/s {:>8.2} CPU-s/GB ({} lines, {:.1}s, {:.2} CPU-s, {:.0} lines per CPU-s)",
+        "pipeline: json parse + enrichment",
+        p.events_per_sec,
+        p.bytes as f64 / 1e6 / p.wall.as_secs_f64().max(1e-9),
+        p.cpu_secs_per_gb,
+        p.events,
+        p.wall.as_secs_f64(),
+        p.cpu.as_secs_f64(),
+        p.events_per_cpu_sec
+    );
+
     if let Some(peers) = &args.peers {
         let w = base.join("peers");
         fs::create_dir_all(&w)?;
