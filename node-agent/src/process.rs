@@ -38,11 +38,10 @@ pub struct ProcessorError {
     pub message: String,
 }
 
-/// Builds the processor of one target. Until the pipeline lands (`crate::pipeline::build`),
-/// events pass through unchanged.
+/// Builds the processor of one target (`crate::pipeline::build`).
 pub fn build_processor(
-    _collection: &NodeCollection,
-    _meta: &TargetMeta,
+    collection: &NodeCollection,
+    meta: &TargetMeta,
 ) -> Result<Box<dyn Processor>, ProcessorError> {
-    Ok(Box::new(Identity))
+    crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })
 }

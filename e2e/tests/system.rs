@@ -1,0 +1,609 @@
+//! The whole system on a real control plane: the install's CRDs and RBAC, two operator replicas
+//! and one agent per node as processes acting as their ServiceAccounts, node filesystems laid out
+//! as the kubelet would. One control plane and one operator pair serve every test of this file;
+//! each test has its own namespaces and nodes.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use tailor_crds::{LogBackup, LogBackupPolicy, LogCollectionConfig, NodeLogConfig};
+use tailor_e2e::fixtures::{PodFixture, backup_policy, collection_config};
+use tailor_e2e::observe::{self, acknowledged, backup_keys, collection_keys, node_config};
+use tailor_e2e::scene::{SceneNode, ScenePod};
+use tailor_e2e::{Scene, eventually};
+
+/// Generous bound for anything the system does asynchronously (no kubelet, 2 shared cores).
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// A scene with the shared operator pair running.
+async fn scene(name: &str) -> Result<Scene> {
+    let scene = Scene::new(name).await?;
+    scene.cluster.shared_operators()?;
+    Ok(scene)
+}
+
+fn include(labels: Value) -> Value {
+    json!({"includeLabels": labels})
+}
+
+async fn wait_config(
+    scene: &Scene,
+    node: &str,
+    what: &str,
+    pred: impl Fn(&NodeLogConfig) -> bool,
+) -> Result<NodeLogConfig> {
+    eventually(&format!("NodeLogConfig {node}: {what}"), SETTLE, || async {
+        let nlc = node_config(&scene.client, node).await?.context("no NodeLogConfig yet")?;
+        if pred(&nlc) {
+            Ok(nlc)
+        } else {
+            bail!(
+                "collections {:?}, backups {:?}, status {:?}",
+                collection_keys(&nlc),
+                backup_keys(&nlc),
+                nlc.status
+            )
+        }
+    })
+    .await
+}
+
+async fn wait_no_config(scene: &Scene, node: &str, why: &str) -> Result<()> {
+    eventually(&format!("NodeLogConfig {node} to be deleted ({why})"), SETTLE, || async {
+        match node_config(&scene.client, node).await? {
+            None => Ok(()),
+            Some(nlc) => bail!("still there with {:?}", collection_keys(&nlc)),
+        }
+    })
+    .await
+}
+
+fn key(pod: &ScenePod, container: &str) -> String {
+    format!("{}/{}/{container}", pod.namespace(), pod.name())
+}
+
+fn lines(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag} line {i}")).collect()
+}
+
+/// Scenario 1: NodeLogConfigs exist exactly for the nodes that run selected pods; excluded pods and
+/// every pod of another namespace stay out, even when their labels match.
+#[tokio::test]
+async fn selection_and_tenancy() -> Result<()> {
+    let mut scene = scene("tenancy").await?;
+    let team = scene.namespace("team").await?;
+    let other = scene.namespace("other").await?;
+    let n1 = scene.node("n1").await?;
+    let n2 = scene.node("n2").await?;
+    let n3 = scene.node("n3").await?;
+    let web1 = scene
+        .pod(
+            PodFixture::new(&team, "web-1", &n1.name)
+                .label("app", "web")
+                .container("app")
+                .container("sidecar"),
+        )
+        .await?;
+    let web2 =
+        scene.pod(PodFixture::new(&team, "web-2", &n2.name).label("app", "web").container("app")).await?;
+    scene
+        .pod(
+            PodFixture::new(&team, "web-canary", &n3.name)
+                .label("app", "web")
+                .label("logging", "off")
+                .container("app"),
+        )
+        .await?;
+    scene.pod(PodFixture::new(&team, "db", &n3.name).label("app", "db").container("db")).await?;
+    scene.pod(PodFixture::new(&other, "web-x", &n3.name).label("app", "web").container("app")).await?;
+    scene.pod(PodFixture::new(&other, "web-y", &n1.name).label("app", "web").container("app")).await?;
+    let selector = json!({"includeLabels": {"app": "web"}, "excludeLabels": {"logging": "off"}, "containers": {"exclude": ["sidecar"]}});
+    let lcc = collection_config(&team, "web", selector.clone(), &[]);
+    let lbp = backup_policy(&team, "web", selector, &[]);
+    scene.apply(&[&lcc, &lbp])?;
+
+    let nlc1 = wait_config(&scene, &n1.name, "web-1/app only", |c| {
+        collection_keys(c) == [key(&web1, "app")] && backup_keys(c) == [key(&web1, "app")]
+    })
+    .await?;
+    let nlc2 = wait_config(&scene, &n2.name, "web-2/app only", |c| {
+        collection_keys(c) == [key(&web2, "app")] && backup_keys(c) == [key(&web2, "app")]
+    })
+    .await?;
+    // The user resources' status says the rendering is complete; only then is absence meaningful.
+    let lccs: Api<LogCollectionConfig> = Api::namespaced(scene.client.clone(), &team);
+    eventually("LogCollectionConfig web status: 2 pods on 2 nodes", SETTLE, || async {
+        let s = lccs.get("web").await?.status.unwrap_or_default();
+        ensure!(
+            s.pods == 2 && s.nodes == 2 && s.node_names == [n1.name.clone(), n2.name.clone()],
+            "status {s:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    ensure!(
+        node_config(&scene.client, &n3.name).await?.is_none(),
+        "{} runs no selected pod but has a NodeLogConfig",
+        n3.name
+    );
+    for nlc in [&nlc1, &nlc2] {
+        let text = serde_json::to_string(&nlc.spec)?;
+        ensure!(!text.contains(&other), "NodeLogConfig {:?} mentions namespace {other}", nlc.metadata.name);
+        ensure!(
+            nlc.spec.collections.iter().all(|c| c.source.namespace == team && c.source.name == "web"),
+            "foreign source in {:?}",
+            nlc.metadata.name
+        );
+    }
+    // One LogBackup per (policy, node), owned by the policy.
+    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &team);
+    let list = eventually("two LogBackups", SETTLE, || async {
+        let l = backups.list(&ListParams::default()).await?.items;
+        ensure!(l.len() == 2, "{} LogBackups", l.len());
+        Ok(l)
+    })
+    .await?;
+    let mut nodes: Vec<String> = list.iter().map(|b| b.spec.node_name.clone()).collect();
+    nodes.sort();
+    ensure!(nodes == [n1.name.clone(), n2.name.clone()], "LogBackups for nodes {nodes:?}");
+    for b in &list {
+        ensure!(b.spec.policy == "web", "LogBackup {:?} for policy {}", b.metadata.name, b.spec.policy);
+        let owners = b.metadata.owner_references.clone().unwrap_or_default();
+        ensure!(
+            owners.iter().any(|o| o.kind == "LogBackupPolicy" && o.name == "web"),
+            "LogBackup {:?} not owned by its policy",
+            b.metadata.name
+        );
+    }
+    ensure!(
+        Api::<LogBackup>::namespaced(scene.client.clone(), &other)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "LogBackups in {other}"
+    );
+    scene.pass();
+    Ok(())
+}
+
+/// A namespace with `pods` pods (one per node, labelled `app=shop`, container `app` writing to
+/// stdout and to `/var/log/app/app.log` in an emptyDir), a LogCollectionConfig and a
+/// LogBackupPolicy selecting them, and an agent per node.
+struct Shop {
+    ns: String,
+    nodes: Vec<SceneNode>,
+    pods: Vec<ScenePod>,
+    lcc: Value,
+    lbp: Value,
+}
+
+async fn shop(scene: &mut Scene, nodes: usize, agents: bool) -> Result<Shop> {
+    let ns = scene.namespace("shop").await?;
+    let mut shop =
+        Shop { ns: ns.clone(), nodes: Vec::new(), pods: Vec::new(), lcc: Value::Null, lbp: Value::Null };
+    for i in 0..nodes {
+        let node = scene.node(&format!("n{i}")).await?;
+        let pod = scene
+            .pod(
+                PodFixture::new(&ns, &format!("shop-{i}"), &node.name)
+                    .label("app", "shop")
+                    .container("app")
+                    .empty_dir("logs", "/var/log/app"),
+            )
+            .await?;
+        scene.write_stdout(&pod, "app", &lines(&format!("{}-stdout-before", pod.name()), 3))?;
+        scene.write_volume_file(
+            &pod,
+            "logs",
+            "app.log",
+            &lines(&format!("{}-file-before", pod.name()), 3),
+        )?;
+        if agents {
+            scene.start_agent(&node)?;
+        }
+        shop.nodes.push(node);
+        shop.pods.push(pod);
+    }
+    shop.lcc = collection_config(&ns, "shop", include(json!({"app": "shop"})), &["/var/log/app/*.log"]);
+    shop.lbp = backup_policy(&ns, "shop", include(json!({"app": "shop"})), &["/var/log/app/*.log"]);
+    scene.apply(&[&shop.lcc, &shop.lbp])?;
+    Ok(shop)
+}
+
+async fn wait_acknowledged(scene: &Scene, nodes: &[SceneNode]) -> Result<()> {
+    for node in nodes {
+        wait_config(scene, &node.name, "acknowledged by its agent", acknowledged).await?;
+    }
+    Ok(())
+}
+
+/// Scenario 2: every agent acknowledges its NodeLogConfig; the user resources list the nodes that
+/// applied them; stdout and in-container file lines arrive in the file sink with their metadata;
+/// the LogBackups reach Synced and `kubectl get logbackups` shows it.
+#[tokio::test]
+async fn acknowledged_end_to_end() -> Result<()> {
+    let mut scene = scene("ack").await?;
+    let shop = shop(&mut scene, 2, true).await?;
+    wait_acknowledged(&scene, &shop.nodes).await?;
+    let node_names: Vec<String> = shop.nodes.iter().map(|n| n.name.clone()).collect();
+    let lccs: Api<LogCollectionConfig> = Api::namespaced(scene.client.clone(), &shop.ns);
+    let lbps: Api<LogBackupPolicy> = Api::namespaced(scene.client.clone(), &shop.ns);
+    eventually("both user resources applied on both nodes", SETTLE, || async {
+        let a = lccs.get("shop").await?.status.unwrap_or_default();
+        let b = lbps.get("shop").await?.status.unwrap_or_default();
+        ensure!(
+            a.applied_nodes == node_names && a.ready.as_deref() == Some("2/2"),
+            "LogCollectionConfig status {a:?}"
+        );
+        ensure!(
+            b.applied_nodes == node_names && b.ready.as_deref() == Some("2/2"),
+            "LogBackupPolicy status {b:?}"
+        );
+        Ok(())
+    })
+    .await?;
+
+    // Lines written after the config was applied arrive too.
+    for pod in &shop.pods {
+        scene.write_stdout(pod, "app", &lines(&format!("{}-stdout-after", pod.name()), 2))?;
+        scene.write_volume_file(pod, "logs", "app.log", &lines(&format!("{}-file-after", pod.name()), 2))?;
+    }
+    for (node, pod) in shop.nodes.iter().zip(&shop.pods) {
+        for kind in ["stdout-before", "file-before", "stdout-after", "file-after"] {
+            let last = format!("{}-{kind} line {}", pod.name(), if kind.ends_with("before") { 2 } else { 1 });
+            let event =
+                eventually(&format!("{last:?} in the file sink of {}", node.name), SETTLE, || async {
+                    observe::events_containing(&node.dirs.output, &last)
+                        .into_iter()
+                        .next()
+                        .context("not there")
+                })
+                .await?;
+            for meta in [&shop.ns, pod.name(), "app", &node.name, "e2e"] {
+                ensure!(observe::has_string_value(&event, meta), "event {event} lacks metadata {meta:?}");
+            }
+        }
+    }
+
+    // Backups: Synced, with pods, files and bytes, shown by kubectl.
+    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+    eventually("every LogBackup Synced with pods, files and bytes", SETTLE, || async {
+        let list = backups.list(&ListParams::default()).await?.items;
+        ensure!(list.len() == 2, "{} LogBackups", list.len());
+        for b in &list {
+            let s = b.status.clone().unwrap_or_default();
+            ensure!(
+                format!("{:?}", s.phase) == "Synced"
+                    && s.pods == 1
+                    && s.files >= 2
+                    && s.bytes > 0
+                    && s.last_sync_time.is_some(),
+                "{:?}: {s:?}",
+                b.metadata.name
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    for (node, pod) in shop.nodes.iter().zip(&shop.pods) {
+        for kind in ["stdout-after", "file-after"] {
+            let last = format!("{}-{kind} line 1", pod.name());
+            eventually(&format!("{last:?} in the backup of {}", node.name), SETTLE, || async {
+                observe::files_containing(&node.dirs.backup, &last).into_iter().next().context("not there")
+            })
+            .await?;
+        }
+    }
+    let out = scene.kubectl.run(&["get", "logbackups", "-n", &shop.ns])?;
+    let rows = observe::table(&out)?;
+    let header: Vec<&str> =
+        out.lines().next().unwrap_or_default().split("  ").map(str::trim).filter(|s| !s.is_empty()).collect();
+    ensure!(
+        header == ["NAME", "POLICY", "NODE", "PHASE", "PODS", "FILES", "SIZE", "LAST SYNC", "AGE"],
+        "kubectl get logbackups columns: {header:?}"
+    );
+    ensure!(rows.len() == 2, "kubectl get logbackups:\n{out}");
+    for row in &rows {
+        ensure!(
+            row["POLICY"] == "shop" && row["PHASE"] == "Synced" && row["PODS"] == "1",
+            "kubectl get logbackups:\n{out}"
+        );
+        ensure!(
+            node_names.contains(&row["NODE"]) && !row["SIZE"].is_empty() && !row["LAST SYNC"].is_empty(),
+            "kubectl get logbackups:\n{out}"
+        );
+    }
+    let out = scene.kubectl.run(&["get", "lcc", "-n", &shop.ns])?;
+    let rows = observe::table(&out)?;
+    ensure!(
+        rows.len() == 1 && rows[0]["PODS"] == "2" && rows[0]["NODES"] == "2" && rows[0]["READY"] == "2/2",
+        "kubectl get lcc:\n{out}"
+    );
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 3: a pod loses its label; its target leaves its node's config and no other
+/// NodeLogConfig changes: the operator alone ...
+#[tokio::test]
+async fn pod_losing_its_label_changes_only_its_node_operator_only() -> Result<()> {
+    change(scene("change-op").await?, false).await
+}
+
+/// ... and with the agents, which acknowledge, let go of the target, and write no other status.
+#[tokio::test]
+async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
+    change(scene("change").await?, true).await
+}
+
+async fn change(mut scene: Scene, agents: bool) -> Result<()> {
+    let shop = shop(&mut scene, 3, agents).await?;
+    // A second selected pod on the first node, so that its config stays and changes.
+    let extra = scene
+        .pod(
+            PodFixture::new(&shop.ns, "shop-extra", &shop.nodes[0].name)
+                .label("app", "shop")
+                .container("app")
+                .empty_dir("logs", "/var/log/app"),
+        )
+        .await?;
+    let leaving = &shop.pods[0];
+    let n0 = &shop.nodes[0].name;
+    wait_config(&scene, n0, "both pods", |c| collection_keys(c).len() == 2).await?;
+    for node in &shop.nodes[1..] {
+        wait_config(&scene, &node.name, "rendered", |c| collection_keys(c).len() == 1).await?;
+    }
+    if agents {
+        wait_acknowledged(&scene, &shop.nodes).await?;
+    }
+    let others: Vec<String> = shop.nodes[1..].iter().map(|n| n.name.clone()).collect();
+    let before = observe::resource_versions(&scene.client, &[], &others).await?;
+    let before_n0 = node_config(&scene.client, n0).await?.context("config of the first node")?;
+
+    let pods: Api<Pod> = Api::namespaced(scene.client.clone(), &shop.ns);
+    pods.patch(
+        leaving.name(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": null}}})),
+    )
+    .await?;
+    let after_n0 = wait_config(&scene, n0, "only the pod that kept its label (acknowledged)", |c| {
+        collection_keys(c) == [key(&extra, "app")]
+            && backup_keys(c) == [key(&extra, "app")]
+            && (!agents || acknowledged(c))
+    })
+    .await?;
+    ensure!(after_n0.metadata.generation > before_n0.metadata.generation, "generation did not move");
+    if agents {
+        eventually("the agent to let go of the target", SETTLE, || async {
+            let s = node_config(&scene.client, n0).await?.and_then(|c| c.status).unwrap_or_default();
+            ensure!(
+                s.active_targets < before_n0.status.clone().unwrap_or_default().active_targets,
+                "status {s:?}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
+    let after = observe::resource_versions(&scene.client, &[], &others).await?;
+    let changed = observe::changed(&before, &after);
+    ensure!(changed.is_empty(), "other nodes' NodeLogConfigs changed: {changed:?}");
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 4: re-applying identical manifests server-side, as Argo CD does, changes no
+/// resourceVersion of any object of the project for 30 s: the operator alone (its statuses and
+/// renderings do not flap) ...
+#[tokio::test]
+async fn gitops_reapply_changes_nothing_operator_only() -> Result<()> {
+    gitops(scene("gitops-op").await?, false).await
+}
+
+/// ... and with the agents writing their statuses.
+#[tokio::test]
+async fn gitops_reapply_changes_nothing() -> Result<()> {
+    gitops(scene("gitops").await?, true).await
+}
+
+async fn gitops(mut scene: Scene, agents: bool) -> Result<()> {
+    let shop = shop(&mut scene, 2, agents).await?;
+    if agents {
+        wait_acknowledged(&scene, &shop.nodes).await?;
+        let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+        eventually("LogBackups Synced", SETTLE, || async {
+            let list = backups.list(&ListParams::default()).await?.items;
+            ensure!(
+                list.len() == 2
+                    && list
+                        .iter()
+                        .all(|b| b.status.as_ref().is_some_and(|s| format!("{:?}", s.phase) == "Synced")),
+                "not yet"
+            );
+            Ok(())
+        })
+        .await?;
+    } else {
+        for node in &shop.nodes {
+            wait_config(&scene, &node.name, "rendered", |c| collection_keys(c).len() == 1).await?;
+        }
+    }
+    let namespaces = [shop.ns.clone()];
+    let nodes: Vec<String> = shop.nodes.iter().map(|n| n.name.clone()).collect();
+    // Settled: nothing changes for 5 s in a row.
+    let mut last = observe::resource_versions(&scene.client, &namespaces, &nodes).await?;
+    let mut quiet = 0;
+    let mut rounds = 0;
+    while quiet < 5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = observe::resource_versions(&scene.client, &namespaces, &nodes).await?;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        rounds += 1;
+        ensure!(rounds < 90, "the project's objects never stopped changing: {last:?}");
+    }
+    scene.apply(&[&shop.lcc, &shop.lbp])?;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = observe::resource_versions(&scene.client, &namespaces, &nodes).await?;
+        let changed = observe::changed(&last, &now);
+        ensure!(changed.is_empty(), "re-applying identical manifests changed {changed:?}");
+    }
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 5, operator part: a regex that does not compile (which the schema cannot check) marks
+/// its resource `Invalid` with the reason; it renders nothing and hurts nothing else.
+#[tokio::test]
+async fn invalid_regex_is_marked_invalid_and_hurts_nothing_else() -> Result<()> {
+    let mut scene = scene("invalid").await?;
+    let ns = scene.namespace("apps").await?;
+    let node = scene.node("n1").await?;
+    let pod = scene.pod(PodFixture::new(&ns, "web", &node.name).label("app", "web").container("app")).await?;
+    let good = collection_config(&ns, "good", include(json!({"app": "web"})), &[]);
+    let mut bad_parse = collection_config(&ns, "bad-parse", include(json!({"app": "web"})), &[]);
+    bad_parse["spec"]["parse"] = json!({"format": "regex", "pattern": "(?P<unclosed"});
+    let mut bad_filter = collection_config(&ns, "bad-filter", include(json!({"app": "web"})), &[]);
+    bad_filter["spec"]["filters"] = json!({"exclude": [{"pattern": "[unterminated"}]});
+    scene.apply(&[&good, &bad_parse, &bad_filter])?;
+
+    let lccs: Api<LogCollectionConfig> = Api::namespaced(scene.client.clone(), &ns);
+    for name in ["bad-parse", "bad-filter"] {
+        eventually(&format!("{name} marked Invalid with a reason"), SETTLE, || async {
+            let o = lccs.get(name).await?;
+            let s = o.status.unwrap_or_default();
+            let c = s.conditions.iter().find(|c| c.type_ == "Invalid").context("no Invalid condition")?;
+            ensure!(
+                c.status == "True" && !c.message.is_empty() && s.observed_generation == o.metadata.generation,
+                "status {s:?}"
+            );
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready");
+            ensure!(ready.is_none_or(|r| r.status == "False"), "invalid but Ready: {s:?}");
+            Ok(())
+        })
+        .await?;
+    }
+    let nlc = wait_config(&scene, &node.name, "the good config only", |c| {
+        c.spec.collections.iter().map(|x| x.source.name.as_str()).collect::<Vec<_>>() == ["good"]
+    })
+    .await?;
+    ensure!(collection_keys(&nlc) == [key(&pod, "app")], "targets {:?}", collection_keys(&nlc));
+    let s = lccs.get("good").await?.status.unwrap_or_default();
+    ensure!(
+        s.conditions.iter().all(|c| c.type_ != "Invalid" || c.status == "False"),
+        "good is marked invalid: {s:?}"
+    );
+    ensure!(s.pods == 1 && s.nodes == 1, "good status {s:?}");
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 8, what the operator does: a pod deleted with grace period 0 leaves its node's config;
+/// a deleted policy takes its LogBackups with it (owner references, garbage collector); a deleted
+/// Node takes its NodeLogConfig although its pods' objects remain.
+#[tokio::test]
+async fn deletions() -> Result<()> {
+    let mut scene = scene("deletions").await?;
+    let shop = shop(&mut scene, 2, false).await?;
+    let (n0, n1) = (&shop.nodes[0], &shop.nodes[1]);
+    for node in [n0, n1] {
+        wait_config(&scene, &node.name, "rendered", |c| {
+            collection_keys(c).len() == 1 && backup_keys(c).len() == 1
+        })
+        .await?;
+    }
+    scene.delete_pod(&shop.pods[1]).await?;
+    wait_no_config(&scene, &n1.name, "its only pod was deleted").await?;
+
+    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+    eventually("one LogBackup left, for the remaining node", SETTLE, || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(
+            b.len() == 1 && b[0].spec.node_name == n0.name,
+            "{:?}",
+            b.iter().map(|b| &b.spec).collect::<Vec<_>>()
+        );
+        Ok(())
+    })
+    .await?;
+    Api::<LogBackupPolicy>::namespaced(scene.client.clone(), &shop.ns)
+        .delete("shop", &DeleteParams::default())
+        .await?;
+    // The garbage collector may take up to 30 s to learn a new kind.
+    eventually("the policy's LogBackups to be garbage-collected", Duration::from_secs(60), || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(b.is_empty(), "{} LogBackups left", b.len());
+        Ok(())
+    })
+    .await?;
+    wait_config(&scene, &n0.name, "no backups left", |c| {
+        c.spec.backups.is_empty() && collection_keys(c).len() == 1
+    })
+    .await?;
+
+    Api::<Node>::all(scene.client.clone()).delete(&n0.name, &DeleteParams::default()).await?;
+    wait_no_config(&scene, &n0.name, "its Node was deleted").await?;
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 8, what the agents do: a deleted pod's last lines are shipped before its node's config
+/// goes, and the backup copies stay on disk when their policy is deleted.
+#[tokio::test]
+async fn deleted_pods_are_drained_and_backups_stay() -> Result<()> {
+    let mut scene = scene("drain").await?;
+    let shop = shop(&mut scene, 2, true).await?;
+    wait_acknowledged(&scene, &shop.nodes).await?;
+    let (n0, n1) = (&shop.nodes[0], &shop.nodes[1]);
+    let (p0, p1) = (&shop.pods[0], &shop.pods[1]);
+
+    // The container writes its last line and exits; the pod object goes at once (grace 0).
+    let last = format!("{}-last words", p1.name());
+    scene.write_stdout(p1, "app", std::slice::from_ref(&last))?;
+    scene.terminate_pod(p1).await?;
+    scene.delete_pod(p1).await?;
+    wait_no_config(&scene, &n1.name, "its only pod was deleted").await?;
+    // The agent drains the files of a target that left its config before letting go.
+    eventually("the deleted pod's last line in the file sink", SETTLE, || async {
+        ensure!(!observe::events_containing(&n1.dirs.output, &last).is_empty(), "not shipped");
+        Ok(())
+    })
+    .await?;
+
+    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+    eventually("the remaining LogBackup Synced", SETTLE, || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(
+            b.len() == 1 && b[0].status.as_ref().is_some_and(|s| format!("{:?}", s.phase) == "Synced"),
+            "{:?}",
+            b.iter().map(|b| &b.status).collect::<Vec<_>>()
+        );
+        Ok(())
+    })
+    .await?;
+    let copied = observe::files_containing(&n0.dirs.backup, &format!("{}-stdout-before line 2", p0.name()));
+    ensure!(!copied.is_empty(), "no backup copy of {} on {}", p0.name(), n0.name);
+    Api::<LogBackupPolicy>::namespaced(scene.client.clone(), &shop.ns)
+        .delete("shop", &DeleteParams::default())
+        .await?;
+    eventually("the policy's LogBackups to be garbage-collected", Duration::from_secs(60), || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(b.is_empty(), "{} LogBackups left", b.len());
+        Ok(())
+    })
+    .await?;
+    wait_config(&scene, &n0.name, "no backups left, acknowledged", |c| {
+        c.spec.backups.is_empty() && acknowledged(c)
+    })
+    .await?;
+    for f in &copied {
+        ensure!(f.is_file(), "backup copy {} was removed with its policy", f.display());
+    }
+    scene.pass();
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! `tailor-agent bench`: runs workloads of 256-byte CRI lines through a real `tailor-agent run`
+//! process (config file, `file` output) and prints lines/s, MB/s, CPU seconds per GB and peak
+//! RSS of that process. With `--peers DIR` (holding `fluent-bit` and `vector`), the 1-file
+//! workload also runs through them and the ratios are printed.
+//!
+//! A benchmark prints figures; it asserts nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `tailor-agent bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Lines of the 1-file workload.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+    /// Total rate of the 100-file workload, lines per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds of the rate-limited workloads.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Directory with `fluent-bit` and `vector` binaries, for side-by-side ratios.
+    #[arg(long)]
+    pub peers: Option<PathBuf>,
+    /// Work directory (default: a temporary one).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Line length, including the CRI prefix and the newline.
+const LINE_BYTES: usize = 256;
+
+/// Figures of one run of one process.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    pub lines: u64,
+    pub bytes: u64,
+    pub wall: f64,
+    pub cpu: f64,
+    pub peak_rss_kib: u64,
+}
+
+impl Figures {
+    fn print(&self, name: &str) {
+        let mb = self.bytes as f64 / 1e6;
+        let gb = self.bytes as f64 / 1e9;
+        println!(
+            "{name:<40} {:>10.0} lines/s {:>8.1} MB/s {:>8.2} CPU-s/GB {:>7.1} MiB peak RSS ({} lines, {:.1}s, {:.2} CPU-s)",
+            self.lines as f64 / self.wall,
+            mb / self.wall,
+            if gb > 0.0 { self.cpu / gb } else { 0.0 },
+            self.peak_rss_kib as f64 / 1024.0,
+            self.lines,
+            self.wall,
+            self.cpu
+        );
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new().prefix("tailor-bench").tempdir()?;
+    let base = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let exe = std::env::current_exe()?;
+    println!("workloads of {LINE_BYTES}-byte CRI lines; figures of the whole agent process");
+
+    let w = base.join("one-file");
+    let logs = prepare(&w, 1)?;
+    write_lines(&logs[0], 0, args.lines)?;
+    let tailor = run_tailor(&exe, &w, 1, args.lines, None)?;
+    tailor.print("tailor: 1 file, full speed");
+
+    let w = base.join("hundred-files");
+    let logs = prepare(&w, 100)?;
+    let total = args.rate * args.seconds;
+    let f = run_tailor(
+        &exe,
+        &w,
+        100,
+        total,
+        Some(Box::new(move || paced_writer(&logs, args.rate, args.seconds))),
+    )?;
+    f.print(&format!("tailor: 100 files, {} lines/s total", args.rate));
+
+    let w = base.join("thousand-idle");
+    let logs = prepare(&w, 1000)?;
+    let idle_rate = 200;
+    let total = idle_rate * args.seconds;
+    let f = run_tailor(
+        &exe,
+        &w,
+        1000,
+        total,
+        Some(Box::new(move || paced_writer(&logs, idle_rate, args.seconds))),
+    )?;
+    f.print(&format!("tailor: 1000 mostly idle files, {idle_rate} lines/s total"));
+
+    if let Some(peers) = &args.peers {
+        let w = base.join("peers");
+        fs::create_dir_all(&w)?;
+        let input = w.join("input.log");
+        write_lines(&input, 0, args.lines)?;
+        for (name, figures) in [
+            ("fluent-bit", run_fluent_bit(&peers.join("fluent-bit"), &w, &input, args.lines)),
+            ("vector", run_vector(&peers.join("vector"), &w, &input, args.lines)),
+        ] {
+            match figures {
+                Ok(f) => {
+                    f.print(&format!("{name}: 1 file, full speed"));
+                    let mb_per_cpu = |x: &Figures| x.bytes as f64 / 1e6 / x.cpu.max(1e-9);
+                    println!(
+                        "  ratio tailor/{name}: MB per CPU-second x{:.2}, peak RSS x{:.2}, wall time x{:.2}",
+                        mb_per_cpu(&tailor) / mb_per_cpu(&f),
+                        tailor.peak_rss_kib as f64 / f.peak_rss_kib.max(1) as f64,
+                        tailor.wall / f.wall
+                    );
+                }
+                Err(e) => println!("{name}: not run: {e:#}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lays out a host root with a pod of `n` containers (one log each) and returns the log paths.
+fn prepare(w: &Path, n: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let _ = fs::remove_dir_all(w);
+    let mut logs = Vec::new();
+    let mut targets = String::new();
+    for i in 0..n {
+        let dir = w.join(format!("host/var/log/pods/bench_p_uid/c{i}"));
+        fs::create_dir_all(&dir)?;
+        let log = dir.join("0.log");
+        File::create(&log)?;
+        logs.push(log);
+        targets.push_str(&format!(
+            "    - pod: {{namespace: bench, name: p, uid: uid}}\n      container: {{name: c{i}}}\n      inputs:\n      - kind: stdio\n        root: {{kind: podLogs, hostDir: /var/log/pods/bench_p_uid/c{i}}}\n        path: \"*.log\"\n"
+        ));
+    }
+    let config = format!(
+        "formatVersion: 1\ncollections:\n  - source: {{namespace: bench, name: lcc}}\n    outputs: [{{name: out, type: file, batch: {{maxEvents: 10000, maxBytes: 4194304, timeoutMs: 200}}}}]\n    targets:\n{targets}"
+    );
+    fs::write(w.join("config.yaml"), config)?;
+    fs::create_dir_all(w.join("state"))?;
+    fs::create_dir_all(w.join("out"))?;
+    Ok(logs)
+}
+
+/// Appends lines `from..to` as 256-byte CRI lines.
+pub fn write_lines(path: &Path, from: u64, to: u64) -> std::io::Result<()> {
+    let mut f = BufWriter::with_capacity(1 << 20, OpenOptions::new().create(true).append(true).open(path)?);
+    let mut line = Vec::with_capacity(LINE_BYTES);
+    for i in from..to {
+        cri_line(i, &mut line);
+        f.write_all(&line)?;
+    }
+    f.flush()
+}
+
+fn cri_line(i: u64, line: &mut Vec<u8>) {
+    line.clear();
+    let _ = write!(line, "2024-05-01T12:00:00.000000000Z stdout F line {i:012} ");
+    line.resize(LINE_BYTES - 1, b'x');
+    line.push(b'\n');
+}
+
+/// Writes `rate` lines per second spread over `logs` for `seconds`.
+fn paced_writer(logs: &[PathBuf], rate: u64, seconds: u64) {
+    let mut files: Vec<File> =
+        logs.iter().filter_map(|p| OpenOptions::new().append(true).open(p).ok()).collect();
+    let start = Instant::now();
+    let total = rate * seconds;
+    let mut line = Vec::new();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        cri_line(i, &mut line);
+        let n = files.len();
+        let _ = files[(i as usize * 7919) % n].write_all(&line);
+    }
+}
+
+type Writer = Box<dyn FnOnce() + Send>;
+
+fn run_tailor(
+    exe: &Path,
+    w: &Path,
+    files: usize,
+    expect: u64,
+    writer: Option<Writer>,
+) -> anyhow::Result<Figures> {
+    let mut child = Command::new(exe)
+        .args(["run", "--node-name", "bench", "--checkpoint-interval", "5s"])
+        .arg("--host-root")
+        .arg(w.join("host"))
+        .arg("--state-dir")
+        .arg(w.join("state"))
+        .arg("--config")
+        .arg(w.join("config.yaml"))
+        .arg("--output-dir")
+        .arg(w.join("out"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    let writer = writer.map(std::thread::spawn);
+    let out_dir = w.join("out/bench/lcc/out");
+    let res = wait_for_lines(&mut child, &out_dir, expect, Duration::from_secs(300));
+    if let Some(h) = writer {
+        let _ = h.join();
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu, rss) = proc_figures(child.id());
+    stop(&mut child);
+    res?;
+    let _ = files;
+    Ok(Figures { lines: expect, bytes: expect * LINE_BYTES as u64, wall, cpu, peak_rss_kib: rss })
+}
+
+/// Polls the NDJSON files under `dir` until they hold `expect` lines.
+fn wait_for_lines(child: &mut Child, dir: &Path, expect: u64, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut counted: std::collections::HashMap<PathBuf, (u64, u64)> = Default::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut total = 0;
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let (off, lines) = counted.entry(p.clone()).or_default();
+                if let Ok(mut f) = File::open(&p) {
+                    use std::io::Seek;
+                    f.seek(std::io::SeekFrom::Start(*off))?;
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        *off += n as u64;
+                        *lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                    }
+                }
+                total += *lines;
+            }
+        }
+        if total >= expect {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("process exited early ({status}) after {total} of {expect} lines");
+        }
+        if start.elapsed() > limit {
+            anyhow::bail!("timed out with {total} of {expect} lines");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a live process.
+fn proc_figures(pid: u32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn stop(child: &mut Child) {
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).expect("child pid is positive"),
+        rustix::process::Signal::TERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run_fluent_bit(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result<Figures> {
+    let dir = w.join("fluent-bit");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("out"))?;
+    let conf = format!(
+        "[SERVICE]\n    Flush 1\n    Log_Level error\n[INPUT]\n    Name tail\n    Path {}\n    DB {}/fb.db\n    Read_from_Head On\n    multiline.parser cri\n[OUTPUT]\n    Name file\n    Match *\n    Path {}/out/\n    File out.log\n    Format plain\n",
+        input.display(),
+        dir.display(),
+        dir.display()
+    );
+    fs::write(dir.join("fb.conf"), conf)?;
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(dir.join("fb.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    measure(&mut child, &dir.join("out"), expect)
+}
+
+fn run_vector(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result<Figures> {
+    let dir = w.join("vector");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("state"))?;
+    fs::create_dir_all(dir.join("out"))?;
+    let conf = format!(
+        "data_dir = \"{}/state\"\n[sources.in]\ntype = \"file\"\ninclude = [\"{}\"]\nread_from = \"beginning\"\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}/out/out.log\"\nencoding.codec = \"json\"\n",
+        dir.display(),
+        input.display(),
+        dir.display()
+    );
+    fs::write(dir.join("vector.toml"), conf)?;
+    let mut child = Command::new(bin)
+        .args(["--quiet", "-c"])
+        .arg(dir.join("vector.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    measure(&mut child, &dir.join("out"), expect)
+}
+
+fn measure(child: &mut Child, out: &Path, expect: u64) -> anyhow::Result<Figures> {
+    let start = Instant::now();
+    let res = wait_for_lines(child, out, expect, Duration::from_secs(300));
+    let wall = start.elapsed().as_secs_f64();
+    let (cpu, rss) = proc_figures(child.id());
+    stop(child);
+    res?;
+    Ok(Figures { lines: expect, bytes: expect * LINE_BYTES as u64, wall, cpu, peak_rss_kib: rss })
+}

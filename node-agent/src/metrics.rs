@@ -1,0 +1,157 @@
+//! Counters of the agent and their Prometheus text exposition (`/metrics`), plus `/healthz`.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::sinks::runner::SinkStats;
+
+/// Counters updated by the collection engine (relaxed atomics: figures, not synchronisation).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub bytes_read: AtomicU64,
+    pub lines_read: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub lines_truncated: AtomicU64,
+    pub lines_malformed: AtomicU64,
+    pub files_tracked: AtomicI64,
+    pub files_open: AtomicI64,
+    pub targets_active: AtomicI64,
+    pub rotations: AtomicU64,
+    pub truncations: AtomicU64,
+    pub files_released: AtomicU64,
+    pub resolve_errors: AtomicU64,
+    pub checkpoint_writes: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    pub checkpoint_corrupt: AtomicU64,
+    /// Unix seconds of the last successful checkpoint write.
+    pub checkpoint_last_write: AtomicI64,
+    pub backpressure_waits: AtomicU64,
+    pub config_generation: AtomicI64,
+    /// The engine loop's last turn, Unix seconds (health).
+    pub heartbeat: AtomicI64,
+    /// Counters of the live sinks, by name.
+    pub sinks: Mutex<Vec<(String, Arc<SinkStats>)>>,
+}
+
+impl Metrics {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 13] = [
+            ("tailor_agent_read_bytes_total", "Bytes read from log files", &self.bytes_read),
+            ("tailor_agent_read_lines_total", "Lines read from log files", &self.lines_read),
+            ("tailor_agent_events_sent_total", "Events handed to sinks", &self.events_sent),
+            (
+                "tailor_agent_lines_truncated_total",
+                "Lines cut at the maximum event size",
+                &self.lines_truncated,
+            ),
+            (
+                "tailor_agent_lines_malformed_total",
+                "Lines that did not match their format",
+                &self.lines_malformed,
+            ),
+            ("tailor_agent_rotations_total", "Files seen rotated (renamed or replaced)", &self.rotations),
+            ("tailor_agent_truncations_total", "Files seen truncated (copy-truncate)", &self.truncations),
+            ("tailor_agent_files_released_total", "Files drained and let go", &self.files_released),
+            ("tailor_agent_resolve_errors_total", "Inputs that failed to resolve", &self.resolve_errors),
+            ("tailor_agent_checkpoint_writes_total", "Checkpoint writes", &self.checkpoint_writes),
+            (
+                "tailor_agent_checkpoint_failures_total",
+                "Checkpoint writes that failed",
+                &self.checkpoint_failures,
+            ),
+            (
+                "tailor_agent_checkpoint_corrupt_total",
+                "Corrupt checkpoint slots found at start",
+                &self.checkpoint_corrupt,
+            ),
+            (
+                "tailor_agent_backpressure_total",
+                "Reads skipped because a sink queue was full",
+                &self.backpressure_waits,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let gauges: [(&str, &str, &AtomicI64); 5] = [
+            ("tailor_agent_files_tracked", "Files tracked", &self.files_tracked),
+            ("tailor_agent_files_open", "File descriptors held on log files", &self.files_open),
+            ("tailor_agent_targets_active", "Targets applied", &self.targets_active),
+            (
+                "tailor_agent_checkpoint_last_write_seconds",
+                "Unix time of the last checkpoint",
+                &self.checkpoint_last_write,
+            ),
+            ("tailor_agent_config_generation", "NodeLogConfig generation applied", &self.config_generation),
+        ];
+        for (name, help, g) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                g.load(Ordering::Relaxed)
+            );
+        }
+        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, help) in [
+            ("tailor_agent_sink_events_total", "Events delivered by a sink"),
+            ("tailor_agent_sink_batches_total", "Batches delivered by a sink"),
+            ("tailor_agent_sink_failures_total", "Batches a sink gave up on"),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (name, s) in sinks.iter() {
+                let v = match metric {
+                    "tailor_agent_sink_events_total" => &s.events,
+                    "tailor_agent_sink_batches_total" => &s.batches,
+                    _ => &s.failures,
+                };
+                let _ = writeln!(
+                    out,
+                    "{metric}{{sink=\"{}\"}} {}",
+                    name.replace('"', "'"),
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out
+    }
+
+    /// Healthy while the engine loop turned within the last 30 seconds.
+    pub fn healthy(&self, now_unix: i64) -> bool {
+        now_unix - self.heartbeat.load(Ordering::Relaxed) < 30
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let m1 = metrics.clone();
+    let m2 = metrics;
+    let app = axum::Router::new()
+        .route("/metrics", get(move || async move { m1.render() }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                if m2.healthy(chrono::Utc::now().timestamp()) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "engine stalled")
+                }
+            }),
+        )
+        .route("/readyz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
