@@ -290,6 +290,8 @@ async fn disk_buffered_http_output_through_an_outage_and_a_restart() {
     sink.deliver(&batch(2000, 100)).await.unwrap();
     wait_for("every event at the destination", || received.lock().unwrap().len() >= 2100).await;
     assert_eq!(*received.lock().unwrap(), (0..2100).collect::<Vec<u64>>(), "all, once, in order");
+    // The sink counts a batch once it has read the response, just after the server stored it.
+    wait_for("the delivered count", || NetStats::get(&ctx.net.stats.delivered) >= 2100).await;
     assert_eq!(NetStats::get(&ctx.net.stats.delivered), 2100);
     stop.send(true).unwrap();
     server.abort();

@@ -245,6 +245,14 @@ impl DiskBuffer {
     }
 }
 
+impl Drop for DiskBuffer {
+    /// A replaced buffer (config reload) stops delivering, so that the one that replaces it is
+    /// the only reader of the directory; a record it was sending stays on disk and is sent again.
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
 impl Sink for DiskBuffer {
     fn name(&self) -> &str {
         &self.name

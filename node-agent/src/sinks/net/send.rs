@@ -101,7 +101,7 @@ impl Sender {
                     tracing::warn!(sink = %self.name, status = resp.status, body = %snippet(&resp.body), "transient refusal, retrying");
                 }
                 Err(e) => {
-                    tracing::warn!(sink = %self.name, error = %e, kind = e.category(), "request failed, retrying")
+                    tracing::warn!(sink = %self.name, error = %error_chain(&e), kind = e.category(), "request failed, retrying")
                 }
             }
             NetStats::add(&self.stats.failed_requests, 1);
@@ -136,6 +136,18 @@ impl Sender {
             self.wait(&mut backoff).await?;
         }
     }
+}
+
+/// An error with its causes (`client error (Connect): tls handshake eof`), for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 /// The start of a response body, for logs and dead-letter reasons.
