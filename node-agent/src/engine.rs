@@ -440,6 +440,7 @@ impl Engine {
             file_max_bytes: self.cfg.file_max_bytes,
             file_max_files: self.cfg.file_max_files,
             force_stop: self.force_tx.subscribe(),
+            net: Default::default(),
         };
         let mut handles = Vec::new();
         let mut errors = Vec::new();
