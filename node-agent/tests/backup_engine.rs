@@ -426,3 +426,24 @@ fn retention_never_makes_a_source_still_on_the_node_copied_again() {
     pass(&mut e, PassKind::Sweep);
     assert_eq!(node.names(&pod), vec!["0.log"]);
 }
+
+#[test]
+fn rotation_to_a_name_outside_the_pattern_still_keeps_the_rotated_name() {
+    let node = Node::new();
+    let pod = FakePod::new("ns", "web-1", "app");
+    let dir = pod.host_dir(&node.host);
+    let mut nb = node_backup("ns", "p", std::slice::from_ref(&pod));
+    nb.targets[0].inputs[0].path = "*.log".into();
+    let mut e = node.engine();
+    apply(&mut e, &nb);
+    let mut w = OpenOptions::new().create(true).append(true).open(dir.join("app.log")).unwrap();
+    w.write_all(&lines("o", 0, 100)).unwrap();
+    pass(&mut e, PassKind::Event);
+    w.write_all(&lines("o", 100, 150)).unwrap();
+    fs::rename(dir.join("app.log"), dir.join("app.log-20260101")).unwrap();
+    append(&dir.join("app.log"), &lines("n", 0, 10));
+    pass(&mut e, PassKind::Event);
+    assert_eq!(node.names(&pod), vec!["app.log", "app.log-20260101.zst"]);
+    assert_eq!(node.read(&pod, "app.log-20260101.zst"), lines("o", 0, 150));
+    assert_eq!(node.read(&pod, "app.log"), lines("n", 0, 10));
+}

@@ -147,7 +147,7 @@ async fn list(State(s): State<ApiState>, req: Request) -> Response {
     match tokio::task::spawn_blocking(move || query::list(&root, &filter)).await {
         Ok(Ok(entries)) => {
             let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             (h, serde_json::to_vec(&entries).unwrap_or_default()).into_response()
         }
         Ok(Err(e @ BackupError::Api(_))) => bad(e.to_string()),
@@ -195,7 +195,7 @@ fn stream(produce: impl FnOnce(&mut ChannelWriter) -> Result<(), BackupError> + 
     let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut resp = Body::from_stream(body).into_response();
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static header"));
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 

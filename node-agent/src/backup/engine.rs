@@ -375,7 +375,16 @@ impl Engine {
             }
         }
         found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-        for (_, key, path, input) in found {
+        let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| !f.0);
+        for (_, key, path, input) in known {
+            if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.follow_renames_out_of_sight(pkey, target) {
+            first_err.get_or_insert(e);
+        }
+        for (_, key, path, input) in new {
             if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
                 first_err.get_or_insert(e);
             }
@@ -518,6 +527,32 @@ impl Engine {
             },
         );
         self.structural_change = true;
+        Ok(())
+    }
+
+    /// A followed file that no input matches any more may have been renamed to a name outside
+    /// the input's pattern (`app.log` → `app.log-20240101` under a `*.log` pattern): its open
+    /// descriptor tells where it is now; if still in the same directory, the copy takes the
+    /// new name as well.
+    fn follow_renames_out_of_sight(&mut self, pkey: &str, target: &BackupTarget) -> Result<(), BackupError> {
+        use std::os::fd::AsRawFd;
+        let target_key = target.key();
+        let unseen: Vec<(SourceKey, PathBuf, i32)> = self
+            .tracked
+            .iter()
+            .filter(|(k, t)| k.policy == pkey && t.rec.target == target_key && !t.seen && !t.rec.expired)
+            .map(|(k, t)| (k.clone(), t.rec.source_path.clone(), t.file.as_raw_fd()))
+            .collect();
+        for (key, old, fd) in unseen {
+            let Ok(now_at) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
+            if now_at == old
+                || now_at.to_string_lossy().ends_with(" (deleted)")
+                || now_at.parent() != old.parent()
+            {
+                continue;
+            }
+            self.follow_known(&key, target, &now_at)?;
+        }
         Ok(())
     }
 
