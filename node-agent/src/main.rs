@@ -52,6 +52,8 @@ struct RunArgs {
     /// Root of backups (used by the backup engine).
     #[arg(long)]
     backup_root: Option<PathBuf>,
+    #[command(flatten)]
+    backup: tailor_agent::backup::cli::BackupRunArgs,
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
     #[arg(long, default_value = "5s", value_parser = duration)]
@@ -133,20 +135,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             kube_client = Some(client);
         }
     }
-    // The backup engine follows the same configuration channel.
+    // The backup engine follows the same configuration channel (and serves the backup API
+    // when `--backup-api-addr` is given).
+    let locator: Arc<dyn RootfsLocator> =
+        Arc::new(Locators(vec![Arc::new(ContainerdLocator { host_root: args.host_root.clone() })]));
     let (backup_stop_tx, mut backup_stop_rx) = watch::channel(false);
-    let backup_task = args.backup_root.as_ref().map(|root| {
-        let settings = tailor_agent::backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
-        let resolver = Arc::new(tailor_agent::backup::HostGlobResolver { host_root: args.host_root.clone() });
-        let sink: Box<dyn tailor_agent::backup::StatusSink> = match &kube_client {
-            Some(client) => Box::new(tailor_agent::backup::KubeStatusSink { client: client.clone() }),
-            None => Box::new(tailor_agent::backup::LogStatusSink),
-        };
-        let stop = async move {
-            let _ = backup_stop_rx.wait_for(|s| *s).await;
-        };
-        tokio::spawn(tailor_agent::backup::run(config_rx.clone(), settings, resolver, sink, stop))
-    });
+    let backup_task = match &args.backup_root {
+        Some(root) => Some(tailor_agent::backup::start_in_agent(
+            root.clone(),
+            args.backup.clone(),
+            &args.node_name,
+            args.host_root.clone(),
+            args.state_dir.clone(),
+            locator.clone(),
+            kube_client.clone(),
+            config_rx.clone(),
+            async move {
+                let _ = backup_stop_rx.wait_for(|s| *s).await;
+            },
+        )?),
+        None => None,
+    };
     if let Some(client) = kube_client {
         tokio::spawn(status::write_status(
             client,
@@ -174,8 +183,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
-    let locator: Arc<dyn RootfsLocator> =
-        Arc::new(Locators(vec![Arc::new(ContainerdLocator { host_root: args.host_root.clone() })]));
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
     let engine_shutdown = shutdown.clone();
