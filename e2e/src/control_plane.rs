@@ -46,11 +46,17 @@ impl ControlPlane {
             .prefix("tailor-e2e-k8s.")
             .tempdir()
             .context("temp dir for the cluster")?;
-        let out = Command::new(scripts.join("up"))
+        let up = Command::new(scripts.join("up"))
             .arg(dir.path())
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .with_context(|| format!("running {}/up", scripts.display()))?;
+        // Watch before waiting: if this process dies while `up` runs, the watchdog lets `up`
+        // finish and then stops what it started.
+        let watchdog = spawn_watchdog(&scripts, dir.path(), up.id());
+        let out = up.wait_with_output().context("waiting for up")?;
         if !out.status.success() {
             bail!(
                 "{}/up {} failed ({}):\n{}",
@@ -64,7 +70,6 @@ impl ControlPlane {
         if !kubeconfig.is_file() {
             bail!("up did not write {}", kubeconfig.display());
         }
-        let watchdog = spawn_watchdog(&scripts, dir.path());
         eprintln!("e2e: started a control plane in {}", dir.path().display());
         Ok(Self { kubeconfig, started: Some(Started { scripts, dir, watchdog }) })
     }
@@ -102,18 +107,21 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A shell that waits for this process to go away and then runs `down` if the control plane is
-/// still up (its `pids` file is still there). In its own process group so that a Ctrl-C aimed at
-/// the test run does not take it down before it did its job.
-fn spawn_watchdog(scripts: &Path, dir: &Path) -> Option<Child> {
+/// A shell that waits for this process (and then for `up`, pid `up_pid`) to go away and then runs
+/// `down` if the control plane is still up (its `pids` file is still there). In its own process
+/// group so that a Ctrl-C aimed at the test run does not take it down before it did its job.
+fn spawn_watchdog(scripts: &Path, dir: &Path, up_pid: u32) -> Option<Child> {
     use std::os::unix::process::CommandExt;
-    let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done; if [ -f "$1/pids" ]; then "$2" "$1"; rm -rf "$1"; fi"#;
+    let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
+while kill -0 "$3" 2>/dev/null; do sleep 1; done
+if [ -f "$1/pids" ]; then "$2" "$1"; rm -rf "$1"; fi"#;
     Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg(std::process::id().to_string())
         .arg(dir)
         .arg(scripts.join("down"))
+        .arg(up_pid.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

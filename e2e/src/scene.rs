@@ -99,35 +99,51 @@ impl Scene {
     /// Creates namespace `<scene>-<suffix>` and waits for its `default` ServiceAccount.
     pub async fn namespace(&mut self, suffix: &str) -> Result<String> {
         let name = format!("{}-{suffix}", self.name);
+        self.namespace_named(&name).await?;
+        Ok(name)
+    }
+
+    /// Creates namespace `name` (for manifests that name their namespace) and waits for its
+    /// `default` ServiceAccount.
+    pub async fn namespace_named(&mut self, name: &str) -> Result<()> {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
         Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        self.namespaces.push(name.clone());
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        self.namespaces.push(name.to_string());
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
         eventually(&format!("the default ServiceAccount of {name}"), Duration::from_secs(30), || async {
             sas.get_opt("default").await?.map(|_| ()).context("not yet")
         })
-        .await?;
-        Ok(name)
+        .await
     }
 
     /// Creates Node `<scene>-<suffix>` (Ready) and its agent's folders.
     pub async fn node(&mut self, suffix: &str) -> Result<SceneNode> {
         let name = format!("{}-{suffix}", self.name);
+        self.node_named(&name).await
+    }
+
+    /// Creates Node `name` (Ready) and its agent's folders.
+    pub async fn node_named(&mut self, name: &str) -> Result<SceneNode> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         nodes
-            .create(&PostParams::default(), &fixtures::node(&name))
+            .create(&PostParams::default(), &fixtures::node(name))
             .await
             .with_context(|| format!("creating node {name}"))?;
         nodes
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(fixtures::node_ready_status()))
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(fixtures::node_ready_status()))
             .await?;
-        let base = self.dir.path().join("nodes").join(&name);
-        let node = SceneNode { name: name.clone(), dirs: AgentDirs::create(&base)?, base };
-        self.nodes.insert(name, node.clone());
+        let base = self.dir.path().join("nodes").join(name);
+        let node = SceneNode { name: name.to_string(), dirs: AgentDirs::create(&base)?, base };
+        self.nodes.insert(name.to_string(), node.clone());
         Ok(node)
+    }
+
+    /// The scene's node of this name.
+    pub fn scene_node(&self, name: &str) -> Result<&SceneNode> {
+        self.nodes.get(name).ok_or_else(|| anyhow!("node {name} is not part of scene {}", self.name))
     }
 
     /// Starts the agent of `node`.
@@ -186,10 +202,6 @@ impl Scene {
         pods.delete(pod.name(), &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
             .await?;
         Ok(())
-    }
-
-    fn scene_node(&self, name: &str) -> Result<&SceneNode> {
-        self.nodes.get(name).ok_or_else(|| anyhow!("node {name} is not part of scene {}", self.name))
     }
 
     /// Appends CRI lines to a container's stdout log on its node.
