@@ -207,15 +207,7 @@ fn a_terminated_containers_file_is_drained_after_its_rootfs_is_gone() {
     drop(keep);
     fs::write(
         dir.join("config.yaml"),
-        config(
-            2,
-            "beginning",
-            &[(
-                "t",
-                rootfs_input("t", "/var/log/*.log").replace("runtime: containerd}", "runtime: containerd}"),
-            )],
-        )
-        .replace(
+        config(2, "beginning", &[("t", rootfs_input("t", "/var/log/*.log"))]).replace(
             "containerId: c-t, runtime: containerd}\n      inputs",
             "containerId: c-t, runtime: containerd, terminated: true}\n      inputs",
         ),
