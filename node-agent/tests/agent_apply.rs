@@ -217,3 +217,36 @@ fn a_terminated_containers_file_is_drained_after_its_rootfs_is_gone() {
     agent.stop();
     assert_eq!(messages(dir, "t"), (0..150).map(|i| format!("t{i}")).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_rotated_file_compressed_before_it_was_fully_read_is_read_from_the_gz() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = pod_log(dir, "z");
+    let input = stdio_input("z").replace("\"*.log\"", "\"0.log*\"");
+    fs::write(dir.join("config.yaml"), config(1, "beginning", &[("z", input)])).unwrap();
+    append(&log, &cri((0..100).map(|i| format!("z{i}"))));
+    let agent = Agent::start(dir);
+    wait_for("the first lines", || messages(dir, "z").len() == 100);
+    agent.stop();
+    // While the agent is down: more lines, then kubelet-style rotation and compression.
+    append(&log, &cri((100..200).map(|i| format!("z{i}"))));
+    let rotated = log.with_file_name("0.log.20240501-120000");
+    fs::rename(&log, &rotated).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(rotated.with_file_name("0.log.20240501-120000.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(&fs::read(&rotated).unwrap()).unwrap();
+    gz.finish().unwrap();
+    fs::remove_file(&rotated).unwrap();
+    append(&log, &cri((200..210).map(|i| format!("z{i}"))));
+    let agent = Agent::start(dir);
+    wait_for("every line", || messages(dir, "z").len() >= 210);
+    std::thread::sleep(Duration::from_millis(700));
+    agent.stop();
+    let mut got = messages(dir, "z");
+    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(got, (0..210).map(|i| format!("z{i}")).collect::<Vec<_>>());
+}
