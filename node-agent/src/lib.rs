@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
+pub mod docker;
 pub mod encode;
 pub mod engine;
 pub mod event;

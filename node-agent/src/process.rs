@@ -38,25 +38,10 @@ pub struct ProcessorError {
     pub message: String,
 }
 
-/// Builds the processor of one target: the pipeline (`crate::pipeline::build`).
+/// Builds the processor of one target (`crate::pipeline::build`).
 pub fn build_processor(
     collection: &NodeCollection,
     meta: &TargetMeta,
 ) -> Result<Box<dyn Processor>, ProcessorError> {
-    let p =
-        crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })?;
-    Ok(Box::new(Pipeline(p)))
-}
-
-/// The pipeline declares its own copy of this trait; this forwards to it.
-struct Pipeline(Box<dyn crate::pipeline::Processor>);
-
-impl Processor for Pipeline {
-    fn process(&mut self, event: Event, out: &mut Vec<Event>) {
-        self.0.process(event, out);
-    }
-
-    fn flush(&mut self, now: Instant, force: bool, out: &mut Vec<Event>) {
-        self.0.flush(now, force, out);
-    }
+    crate::pipeline::build(collection, meta).map_err(|e| ProcessorError { message: e.to_string() })
 }

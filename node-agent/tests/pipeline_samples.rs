@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
+use tailor_agent::encode::encode_json;
 use tailor_agent::event::{Event, EventFlags, FileId, TargetMeta};
-use tailor_agent::pipeline::{Pipeline, PipelineCounters, Processor, build, enrich};
+use tailor_agent::pipeline::{Pipeline, PipelineCounters, Processor, build};
 use tailor_crds::node::{NodeCollection, StdStream};
 
 fn collection(yaml: &str) -> NodeCollection {
@@ -183,7 +184,10 @@ fn python_traceback_between_json_lines() {
     assert_eq!(out.len(), 3);
     assert_eq!(p.held(), 0);
     assert_eq!(out[0].fields.as_ref().unwrap()["pid"], 7);
-    assert!(out[0].message.is_empty(), "parsed and keepOriginal false: the fields are the event");
+    assert!(
+        out[0].message.is_empty(),
+        "parsed, no message field, keepOriginal false: the fields are the event"
+    );
     assert!(out[1].flags.parse_failed);
     assert_eq!(text(&out[1]).lines().count(), 6);
     assert!(text(&out[1]).ends_with("'/data/17.png'"));
@@ -234,7 +238,9 @@ fn json_nested_objects_and_metadata_precedence() {
     );
     let event = &out[0];
     assert_eq!(event.timestamp_nanos, 1_714_557_600_500_000_000);
-    let doc = serde_json::Value::Object(enrich::document(event));
+    let mut encoded = Vec::new();
+    encode_json(event, &mut encoded);
+    let doc: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
     assert_eq!(doc["order"]["items"][0]["sku"], "A-1");
     assert_eq!(doc["order"]["customer"]["tier"], "gold");
     // Kubernetes metadata and the resource's fields win; the app's values are kept under _parsed.
@@ -244,6 +250,18 @@ fn json_nested_objects_and_metadata_precedence() {
     // Without keepOriginal, the parsed message is the message.
     assert_eq!(doc["message"], "payment declined");
     assert_eq!(counters.snapshot().field_conflicts, 2);
+
+    // keepOriginal: the raw line is the message; the app's `message` is kept under _parsed.
+    let c = collection("parse: {format: json, keepOriginal: true}\n");
+    let mut p = build(&c, &meta()).unwrap();
+    let line = r#"{"message":"hi","flags":"app-flags","level":"debug"}"#;
+    let out = run(&mut *p, &[(None, line)]);
+    let mut encoded = Vec::new();
+    encode_json(&out[0], &mut encoded);
+    let doc: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+    assert_eq!(doc["message"], line);
+    assert_eq!(doc["level"], "debug");
+    assert_eq!(doc["_parsed"], json!({"message": "hi", "flags": "app-flags"}));
 }
 
 #[test]

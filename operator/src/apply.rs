@@ -7,8 +7,11 @@ use serde_json::json;
 use tailor_crds::node::NodeLogConfig;
 use tailor_crds::{LogBackup, LogBackupPolicy, LogCollectionConfig};
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+
 use crate::FIELD_MANAGER;
-use crate::plan::{Plan, StatusUpdate};
+use crate::plan::{EventNote, Plan, StatusUpdate};
 use crate::render::ResourceKind;
 
 /// A write that failed.
@@ -46,11 +49,12 @@ pub struct WriteStats {
     pub log_backups_applied: u32,
     pub log_backups_deleted: u32,
     pub statuses: u32,
+    pub events: u32,
 }
 
 /// Executes every write of the plan in order. A failed write does not stop the others (each
 /// is independent and the next render retries it); the failures are returned.
-pub async fn execute(client: &Client, plan: &Plan) -> (WriteStats, Vec<ApplyError>) {
+pub async fn execute(client: &Client, recorder: &Recorder, plan: &Plan) -> (WriteStats, Vec<ApplyError>) {
     let mut stats = WriteStats::default();
     let mut errors = Vec::new();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -97,7 +101,35 @@ pub async fn execute(client: &Client, plan: &Plan) -> (WriteStats, Vec<ApplyErro
             Err(e) => errors.push(write_err("status", update.key.to_string(), e)),
         }
     }
+    for e in &plan.events {
+        match publish(recorder, e).await {
+            Ok(()) => stats.events += 1,
+            Err(err) => errors.push(write_err("event", e.key.to_string(), err)),
+        }
+    }
     (stats, errors)
+}
+
+async fn publish(recorder: &Recorder, e: &EventNote) -> Result<(), kube::Error> {
+    let kind = e.key.kind.kind();
+    let reference = ObjectReference {
+        api_version: Some(format!("{}/{}", tailor_crds::GROUP, tailor_crds::VERSION)),
+        kind: Some(kind.to_string()),
+        name: Some(e.key.name.clone()),
+        namespace: Some(e.key.namespace.clone()),
+        uid: e.uid.clone(),
+        ..Default::default()
+    };
+    // Event notes are limited to 1 kB.
+    let note: String = e.note.chars().take(1000).collect();
+    let event = Event {
+        type_: EventType::Warning,
+        reason: e.reason.clone(),
+        note: Some(note),
+        action: "Render".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await
 }
 
 async fn write_status<K>(client: &Client, update: &StatusUpdate, pp: &PatchParams) -> Result<(), kube::Error>

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -58,6 +59,15 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
+    /// Publishes Events as `tailor-operator` (instance: this replica's identity).
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
+        let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity.into()) };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics }
+    }
 }
 
 /// The watch caches.
@@ -286,7 +296,7 @@ pub async fn pass(ctx: &Context, snapshot: Snapshot, state: &mut LoopState, writ
     record(&ctx.metrics, &rendered, render_time);
     let mut report = PassReport { rendered, plan, render_time, ..Default::default() };
     if write && !report.plan.is_empty() {
-        let (stats, errors) = apply::execute(&ctx.client, &report.plan).await;
+        let (stats, errors) = apply::execute(&ctx.client, &ctx.recorder, &report.plan).await;
         for u in &report.plan.statuses {
             if malformed.contains(&u.key) {
                 remembered.insert(u.key.clone(), u.status.clone());
@@ -298,6 +308,7 @@ pub async fn pass(ctx: &Context, snapshot: Snapshot, state: &mut LoopState, writ
         m.write("LogBackup", "apply", stats.log_backups_applied);
         m.write("LogBackup", "delete", stats.log_backups_deleted);
         m.write("status", "apply", stats.statuses);
+        m.write("Event", "create", stats.events);
         for e in &errors {
             m.error(e.category());
             tracing::warn!(error = %e, "write failed");
@@ -344,11 +355,13 @@ pub async fn run(
     let mut state = LoopState::default();
     let mut retry = settings.retry;
     let mut wait = Duration::ZERO;
+    let mut election_running = true;
     loop {
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = leader.changed() => {}
+            // Becoming leader triggers a pass at once; an ended election stops being polled.
+            changed = leader.changed(), if election_running => election_running = changed.is_ok(),
             _ = shutdown.changed() => break,
         }
         // Let a burst of changes (a rollout, a resync of the watches) settle into one pass.

@@ -183,10 +183,12 @@ async fn run(
         let _ = http_shutdown.wait_for(|s| *s).await;
     }));
 
+    let identity = identity.unwrap_or_else(default_identity);
+    let ctx = Context::new(client.clone(), metrics.clone(), &identity);
     let lease = LeaseSettings {
         namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_string()),
         name: lease_name,
-        identity: identity.unwrap_or_else(default_identity),
+        identity,
         duration: Duration::from_secs(15),
         renew_every: Duration::from_secs(5),
     };
@@ -201,7 +203,7 @@ async fn run(
     });
     let election = tokio::spawn(leader::run(client.clone(), lease, leader_tx, shutdown_rx.clone()));
 
-    controller::run(Context { client, metrics }, settings, leader_rx, shutdown_rx).await;
+    controller::run(ctx, settings, leader_rx, shutdown_rx).await;
     // Give the lease back so that another replica takes over at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {

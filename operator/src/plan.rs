@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::ObjectMeta;
 use tailor_crds::node::NodeLogConfig;
-use tailor_crds::{LogBackup, LogBackupSpec, SelectionStatus};
+use tailor_crds::{LogBackup, LogBackupSpec, SelectionStatus, condition};
 
 use crate::render::{
     ClusterInput, DesiredLogBackup, RenderedCluster, ResourceKey, ResourceKind, resource_key,
@@ -31,6 +31,16 @@ pub struct StatusUpdate {
     pub status: SelectionStatus,
 }
 
+/// A Kubernetes Event about a user resource: published when a problem appears, not on every
+/// pass, so that the events of a resource tell its story.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub key: ResourceKey,
+    pub uid: Option<String>,
+    pub reason: String,
+    pub note: String,
+}
+
 /// The writes, in the order they are made.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -44,6 +54,8 @@ pub struct Plan {
     pub delete_node_configs: Vec<String>,
     /// User resources whose status changed, by kind, namespace, name.
     pub statuses: Vec<StatusUpdate>,
+    /// Warning events for problems that just appeared (an invalid spec, unmapped sources).
+    pub events: Vec<EventNote>,
 }
 
 impl Plan {
@@ -53,6 +65,7 @@ impl Plan {
             && self.delete_log_backups.is_empty()
             && self.delete_node_configs.is_empty()
             && self.statuses.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -61,9 +74,14 @@ pub fn desired_node_config(rendered: &RenderedCluster, node: &str) -> Option<Nod
     let spec = rendered.nodes.get(node)?;
     let mut nlc = NodeLogConfig::new(node, spec.clone());
     nlc.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
-    // Owned by its Node, so the garbage collector removes it with the Node even while the
-    // operator is down.
-    nlc.metadata.owner_references = rendered.node_uids.get(node).map(|uid| {
+    nlc.metadata.owner_references = node_owner(rendered, node);
+    Some(nlc)
+}
+
+/// A NodeLogConfig is owned by its Node, so the garbage collector removes it with the Node
+/// even while the operator is down.
+fn node_owner(rendered: &RenderedCluster, node: &str) -> Option<Vec<OwnerReference>> {
+    rendered.node_uids.get(node).map(|uid| {
         vec![OwnerReference {
             api_version: "v1".into(),
             kind: "Node".into(),
@@ -71,8 +89,7 @@ pub fn desired_node_config(rendered: &RenderedCluster, node: &str) -> Option<Nod
             uid: uid.clone(),
             ..Default::default()
         }]
-    });
-    Some(nlc)
+    })
 }
 
 /// The LogBackup object the operator applies for a (policy, node), owned by the policy.
@@ -127,13 +144,13 @@ pub fn plan(
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
         .collect();
 
-    for node in rendered.nodes.keys() {
-        let Some(want) = desired_node_config(rendered, node) else { continue };
+    for (node, spec) in &rendered.nodes {
+        // Compared in place: a large cluster's specs are only cloned when they changed.
         let same = in_cluster.get(node.as_str()).is_some_and(|have| {
-            have.spec == want.spec && have.metadata.owner_references == want.metadata.owner_references
+            have.spec == *spec && have.metadata.owner_references == node_owner(rendered, node)
         });
         if !same {
-            plan.apply_node_configs.push(want);
+            plan.apply_node_configs.extend(desired_node_config(rendered, node));
         }
     }
     plan.delete_node_configs =
@@ -169,10 +186,31 @@ pub fn plan(
         let acked = acknowledged_nodes(key, summary, &in_cluster);
         let status = selection_status(summary, &acked, previous, now);
         if previous != Some(&status) {
+            for c in &status.conditions {
+                if let Some(note) = new_problem(previous, c) {
+                    plan.events.push(EventNote {
+                        key: key.clone(),
+                        uid: summary.uid.clone(),
+                        reason: c.reason.clone(),
+                        note,
+                    });
+                }
+            }
             plan.statuses.push(StatusUpdate { key: key.clone(), status });
         }
     }
     plan
+}
+
+/// The message of a problem condition (`Invalid`, `Degraded`) that turned true or changed
+/// reason since `previous`.
+fn new_problem(previous: Option<&SelectionStatus>, c: &Condition) -> Option<String> {
+    if !matches!(c.type_.as_str(), condition::INVALID | condition::DEGRADED) || c.status != "True" {
+        return None;
+    }
+    let before = previous.and_then(|p| p.conditions.iter().find(|p| p.type_ == c.type_));
+    let known = before.is_some_and(|b| b.status == "True" && b.reason == c.reason);
+    (!known).then(|| c.message.clone())
 }
 
 /// The status each well-formed user resource has now.

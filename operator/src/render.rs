@@ -95,6 +95,8 @@ impl From<&ValidationError> for Invalid {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResourceSummary {
     pub generation: i64,
+    /// For Events about the resource.
+    pub uid: Option<String>,
     /// Selected pods that have at least one rendered target.
     pub pods: u32,
     pub nodes: BTreeSet<String>,
@@ -153,6 +155,7 @@ pub fn render(input: &ClusterInput) -> RenderedCluster {
     for m in &input.malformed {
         let summary = ResourceSummary {
             generation: generation(&m.metadata),
+            uid: m.metadata.uid.clone(),
             invalid: Some(Invalid::from(&ValidationError::Malformed(m.error.clone()))),
             ..Default::default()
         };
@@ -161,7 +164,11 @@ pub fn render(input: &ClusterInput) -> RenderedCluster {
 
     for lcc in sorted_unique(&input.collections) {
         let k = resource_key(ResourceKind::Collection, &lcc.metadata);
-        let mut summary = ResourceSummary { generation: generation(&lcc.metadata), ..Default::default() };
+        let mut summary = ResourceSummary {
+            generation: generation(&lcc.metadata),
+            uid: lcc.metadata.uid.clone(),
+            ..Default::default()
+        };
         if let Err(e) = validate::validate_collection(&lcc.spec) {
             summary.invalid = Some(Invalid::from(&e));
             out.resources.insert(k, summary);
@@ -198,7 +205,11 @@ pub fn render(input: &ClusterInput) -> RenderedCluster {
 
     for lbp in sorted_unique(&input.backups) {
         let k = resource_key(ResourceKind::Backup, &lbp.metadata);
-        let mut summary = ResourceSummary { generation: generation(&lbp.metadata), ..Default::default() };
+        let mut summary = ResourceSummary {
+            generation: generation(&lbp.metadata),
+            uid: lbp.metadata.uid.clone(),
+            ..Default::default()
+        };
         if let Err(e) = validate::validate_backup(&lbp.spec) {
             summary.invalid = Some(Invalid::from(&e));
             out.resources.insert(k, summary);

@@ -1,61 +1,54 @@
 //! Enrichment: how parsed fields sit next to the Kubernetes metadata.
 //!
 //! The metadata is already resolved per target (`TargetMeta`, shared by every event through an
-//! `Arc`), so nothing is copied per event. What this stage guarantees is that a parsed field
-//! never silently replaces metadata. Precedence, highest first:
+//! `Arc`) and written by the shared encoder (`crate::encode`), so nothing is copied per event.
+//! What this stage guarantees is that a parsed field never silently replaces, nor is silently
+//! dropped in favour of, metadata. Precedence, highest first:
 //!
-//! 1. the event itself: `timestamp`, `stream`, and `message` (the raw line, when it is kept);
+//! 1. the event's own fields: `@timestamp`, `message`, `stream`, `flags`, `tailor_id`;
 //! 2. Kubernetes metadata: `namespace`, `pod`, `pod_uid`, `container`, `node`, `image`, `workload`;
-//! 3. the fields the resource asked for (labels, annotations, env, static fields:
-//!    `TargetMeta::fields`);
+//! 3. the fields the resource asked for (labels, annotations, env, static: `TargetMeta::fields`);
 //! 4. parsed fields.
 //!
 //! A parsed field whose name is taken by a level above it is moved, unchanged, under the object
-//! `_parsed` (so `{"pod":"x"}` logged by the app becomes `_parsed.pod`), and counted in
-//! `field_conflicts`. When the original line is not kept (`keepOriginal: false`) a parsed
-//! `message` is the event's message and does not conflict.
+//! `_parsed` (an app that logs `{"pod":"x"}` gets `_parsed.pod`), and counted in
+//! `field_conflicts`.
 //!
-//! `document` is the reference layout of an event for sinks that write JSON documents.
+//! `message`: with `keepOriginal: true` the raw line stays the message and a parsed `message`
+//! conflicts like any other name. With `keepOriginal: false` (the default) the parsed fields
+//! replace the line: a parsed string `message` becomes the event's message, otherwise the message
+//! is empty (the line's content is in the fields).
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use tailor_crds::node::StdStream;
 
+use crate::encode::RESERVED;
 use crate::event::{Event, TargetMeta};
 
 /// Where conflicting parsed fields go.
 pub const CONFLICTS_KEY: &str = "_parsed";
 
-/// Names that the event and the Kubernetes metadata own (levels 1 and 2 above).
-pub const RESERVED_KEYS: [&str; 10] = [
-    "timestamp",
-    "stream",
-    "message",
-    "namespace",
-    "pod",
-    "pod_uid",
-    "container",
-    "node",
-    "image",
-    "workload",
-];
-
-/// Whether a parsed field named `key` would collide with a higher level.
-pub fn is_reserved(key: &str, meta: &TargetMeta, keep_original: bool) -> bool {
+/// Whether the parsed field `key` (with `value`) would collide with a higher level.
+pub fn is_conflict(key: &str, value: &Value, meta: &TargetMeta, keep_original: bool) -> bool {
     if key == "message" {
-        return keep_original;
+        return keep_original || !value.is_string();
     }
-    key == CONFLICTS_KEY || RESERVED_KEYS.contains(&key) || meta.fields.contains_key(key)
+    key == CONFLICTS_KEY || RESERVED.contains(&key) || meta.fields.contains_key(key)
 }
 
 /// Moves parsed fields that collide with metadata under `_parsed`; returns how many moved.
 pub fn resolve_conflicts(fields: &mut Map<String, Value>, meta: &TargetMeta, keep_original: bool) -> u64 {
     // The common case is no conflict at all: check before touching the map.
-    if !fields.keys().any(|k| is_reserved(k, meta, keep_original)) {
+    if !fields.iter().any(|(k, v)| is_conflict(k, v, meta, keep_original)) {
         return 0;
     }
+    let conflicting: Vec<String> = fields
+        .iter()
+        .filter(|(k, v)| is_conflict(k, v, meta, keep_original))
+        .map(|(k, _)| k.clone())
+        .collect();
     let mut moved = Map::new();
-    let conflicting: Vec<String> =
-        fields.keys().filter(|k| is_reserved(k, meta, keep_original)).cloned().collect();
     for key in conflicting {
         if let Some(value) = fields.remove(&key) {
             moved.insert(key, value);
@@ -66,39 +59,14 @@ pub fn resolve_conflicts(fields: &mut Map<String, Value>, meta: &TargetMeta, kee
     count
 }
 
-/// The event as one JSON object, in the precedence above: parsed fields, then the resource's
-/// fields, then Kubernetes metadata, then the event's own (each level overwriting the one
-/// before, which after `resolve_conflicts` never happens for parsed fields). The message is left
-/// out when empty (the pipeline empties it after a successful parse unless `keepOriginal`).
-pub fn document(event: &Event) -> Map<String, Value> {
-    let meta = &*event.meta;
-    let mut doc = event.fields.clone().unwrap_or_default();
-    for (k, v) in &meta.fields {
-        doc.insert(k.clone(), Value::String(v.clone()));
-    }
-    for (k, v) in [
-        ("namespace", &meta.namespace),
-        ("pod", &meta.pod),
-        ("pod_uid", &meta.pod_uid),
-        ("container", &meta.container),
-        ("node", &meta.node),
-        ("image", &meta.image),
-    ] {
-        if !v.is_empty() {
-            doc.insert(k.into(), Value::String(v.clone()));
-        }
-    }
-    if let Some(workload) = &meta.workload {
-        doc.insert("workload".into(), Value::String(workload.clone()));
-    }
-    doc.insert("timestamp".into(), Value::from(event.timestamp_nanos));
-    if let Some(stream) = event.stream {
-        doc.insert("stream".into(), Value::String(stream_name(stream).into()));
-    }
-    if !event.message.is_empty() {
-        doc.insert("message".into(), Value::String(String::from_utf8_lossy(&event.message).into_owned()));
-    }
-    doc
+/// For `keepOriginal: false`, after a successful parse: the parsed `message` (a string, see
+/// `resolve_conflicts`) becomes the message, else the message is emptied.
+pub fn replace_message(event: &mut Event) {
+    let parsed = event.fields.as_mut().and_then(|f| f.remove("message"));
+    event.message = match parsed {
+        Some(Value::String(s)) => Bytes::from(s.into_bytes()),
+        _ => Bytes::new(),
+    };
 }
 
 pub fn stream_name(stream: StdStream) -> &'static str {
@@ -110,13 +78,9 @@ pub fn stream_name(stream: StdStream) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
     use serde_json::json;
 
     use super::*;
-    use crate::event::{EventFlags, FileId};
 
     fn meta() -> TargetMeta {
         TargetMeta {
@@ -128,42 +92,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn conflicting_parsed_fields_move_under_parsed() {
-        let mut fields =
-            json!({"pod": "app-says", "team": "x", "level": "info", "message": "m", "_parsed": 1})
-                .as_object()
-                .unwrap()
-                .clone();
-        let moved = resolve_conflicts(&mut fields, &meta(), true);
-        assert_eq!(moved, 4);
-        assert_eq!(
-            Value::Object(fields),
-            json!({"level": "info", "_parsed": {"pod": "app-says", "team": "x", "message": "m", "_parsed": 1}})
-        );
-        let mut fields = json!({"message": "m", "level": "info"}).as_object().unwrap().clone();
-        assert_eq!(resolve_conflicts(&mut fields, &meta(), false), 0);
-        assert_eq!(fields["message"], "m");
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
     }
 
     #[test]
-    fn document_layout() {
-        let mut fields = json!({"pod": "app-says", "level": "info"}).as_object().unwrap().clone();
-        resolve_conflicts(&mut fields, &meta(), true);
-        let event = Event {
-            meta: Arc::new(meta()),
-            file: FileId { dev: 0, ino: 0, fingerprint: 0 },
-            offset: 10,
-            timestamp_nanos: 5,
-            stream: Some(StdStream::Stderr),
-            message: Bytes::from_static(b"raw"),
-            fields: Some(fields),
-            flags: EventFlags::default(),
-        };
+    fn conflicting_parsed_fields_move_under_parsed() {
+        let mut fields =
+            map(json!({"pod": "app", "team": "x", "level": "info", "message": "m", "_parsed": 1,
+                                    "@timestamp": "t", "flags": [], "timestamp": "kept"}));
+        assert_eq!(resolve_conflicts(&mut fields, &meta(), true), 6);
         assert_eq!(
-            Value::Object(document(&event)),
-            json!({"level": "info", "_parsed": {"pod": "app-says"}, "team": "payments", "namespace": "shop",
-                   "pod": "web-1", "node": "n1", "timestamp": 5, "stream": "stderr", "message": "raw"})
+            Value::Object(fields),
+            json!({"level": "info", "timestamp": "kept", "_parsed": {"pod": "app", "team": "x", "message": "m",
+                   "_parsed": 1, "@timestamp": "t", "flags": []}})
         );
+    }
+
+    #[test]
+    fn parsed_message_replaces_the_line_unless_kept() {
+        let mut fields = map(json!({"message": "m", "level": "info"}));
+        assert_eq!(resolve_conflicts(&mut fields, &meta(), false), 0);
+        assert_eq!(fields["message"], "m");
+        let mut fields = map(json!({"message": {"text": "m"}}));
+        assert_eq!(resolve_conflicts(&mut fields, &meta(), false), 1);
+        assert_eq!(fields["_parsed"]["message"]["text"], "m");
     }
 }

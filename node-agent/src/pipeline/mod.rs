@@ -21,7 +21,6 @@ pub mod timestamp;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tailor_crds::node::NodeCollection;
 
 pub use bench::{BenchReport, bench_pipeline};
@@ -32,16 +31,7 @@ use parse::Parser;
 use timestamp::TimestampField;
 
 use crate::event::{Event, TargetMeta};
-
-/// A per-target event processor, as the collection engine drives it.
-///
-/// Declared here until the agent's `crate::process::Processor` lands; identical to it.
-pub trait Processor: Send {
-    /// Takes one decoded line; events that are ready are appended to `out`.
-    fn process(&mut self, event: Event, out: &mut Vec<Event>);
-    /// Releases events held back longer than their timeout (all of them when `force`).
-    fn flush(&mut self, now: Instant, force: bool, out: &mut Vec<Event>);
-}
+pub use crate::process::Processor;
 
 /// A configuration the pipeline cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +177,7 @@ impl Stages {
             }
         }
         if parsed && !self.keep_original {
-            event.message = Bytes::new();
+            enrich::replace_message(&mut event);
         }
         PipelineCounters::add(&self.counters.events_out, 1);
         out.push(event);

@@ -372,6 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn an_open_trace_cannot_hold_back_unbounded_events() {
+        let mut m = Multiline::new(&spec("^S")).unwrap();
+        let mut out = Vec::new();
+        m.process(line(1, Some(StdStream::Stderr), "S trace"), &mut out);
+        for i in 0..(HELD_EVENTS_LIMIT as u64 * 2) {
+            m.process(line(10 + i, Some(StdStream::Stdout), "S flood"), &mut out);
+            assert!(m.held() <= HELD_EVENTS_LIMIT + 2, "{} held", m.held());
+        }
+        assert!(out.len() >= HELD_EVENTS_LIMIT);
+        assert!(out.windows(2).all(|w| w[0].offset < w[1].offset));
+    }
+
+    #[test]
     fn files_are_independent() {
         let mut m = Multiline::new(&spec("^S")).unwrap();
         let mut out = Vec::new();
