@@ -291,6 +291,11 @@ impl Engine {
         let mut next_rescan = Instant::now();
         let mut next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
         let mut next_status = Instant::now();
+        // A configuration published before the engine started counts too.
+        let initial = config.borrow_and_update().clone();
+        if let Some(a) = initial {
+            self.apply(a);
+        }
         while shutdown.level() == 0 {
             let now = Instant::now();
             self.metrics.heartbeat.store(unix_now() as i64, Ordering::Relaxed);
