@@ -250,3 +250,24 @@ fn a_rotated_file_compressed_before_it_was_fully_read_is_read_from_the_gz() {
     got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
     assert_eq!(got, (0..210).map(|i| format!("z{i}")).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_file_deleted_while_open_is_drained_then_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = pod_log(dir, "d");
+    fs::write(dir.join("config.yaml"), config(1, "beginning", &[("d", stdio_input("d"))])).unwrap();
+    append(&log, &cri((0..10).map(|i| format!("d{i}"))));
+    let agent = Agent::start(dir);
+    wait_for("the first lines", || messages(dir, "d").len() == 10);
+    // The writer appends a burst and the file is deleted at once: the agent still holds it open.
+    append(&log, &cri((10..5000).map(|i| format!("d{i}"))));
+    fs::remove_file(&log).unwrap();
+    append(&log, &cri((5000..5010).map(|i| format!("d{i}")))); // a new file at the same path
+    wait_for("every line", || messages(dir, "d").len() >= 5010);
+    std::thread::sleep(Duration::from_millis(500));
+    agent.stop();
+    let mut got = messages(dir, "d");
+    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(got, (0..5010).map(|i| format!("d{i}")).collect::<Vec<_>>());
+}
