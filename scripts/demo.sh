@@ -20,6 +20,8 @@ REPO=$(pwd)
 
 NODE=demo-node-1
 WORK=${TAILOR_DEMO_DIR:-$(mktemp -d -t tailor-demo.XXXXXX)}
+mkdir -p "$WORK"
+if [ -n "$(ls -A "$WORK")" ]; then echo "demo: $WORK is not empty; give an empty or new folder" >&2; exit 2; fi
 HOST=$WORK/host
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 OPERATOR=$TARGET_DIR/debug/tailor-operator
@@ -27,7 +29,7 @@ AGENT=$TARGET_DIR/debug/tailor-agent
 METRICS_PORT=$((20000 + RANDOM % 20000))
 AGENT_PID=
 
-bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }; else bold() { printf '\n== %s\n' "$*"; }; fi
 stop_agent() {
   [ -n "$AGENT_PID" ] || return 0
   kill -TERM "$AGENT_PID" 2>/dev/null || true
@@ -52,6 +54,9 @@ bold "2/5 Laying out node $NODE's filesystem in $HOST"
 # UIDs and container IDs as in config/samples/demo-cluster/pods.yaml.
 CHECKOUT_POD=checkout-6d9f7b8c4-k2x7p
 CHECKOUT_UID=1f0c2a3e-5b6d-4c7e-8f90-a1b2c3d4e5f6
+CHECKOUT_ID=5c7456d0f67cc5693abda85079a82e02f62f69d30b1defea278ac424ad10914b
+SIDECAR_ID=eae7c8a1f6a8ea782e523ff355da5bcafbd20488361362040b000913ce0bfebd
+DEBUG_ID=cb72b8904f4be33591bcbbaed1e2e5216e385515dae4d40e4a2803f1544d828d
 PAYMENTS_UID=2a1b3c4d-6e7f-4a8b-9c0d-e1f2a3b4c5d6
 PAYMENTS_ID=10c386cf346a9c385a65533c78c6d2c53e711f337de4b4d41bf3450aaf46d7a3
 DEBUG_UID=4c3d5e6f-8091-4cad-be2f-a3b4c5d6e7f8
@@ -61,11 +66,14 @@ CHECKOUT_STDIO=$CHECKOUT_LOGS/app/0.log
 SIDECAR_STDIO=$CHECKOUT_LOGS/istio-proxy/0.log
 CHECKOUT_FILE=$HOST/var/lib/kubelet/pods/$CHECKOUT_UID/volumes/kubernetes.io~empty-dir/logs/checkout.log
 PAYMENTS_STDIO=$HOST/var/log/pods/shop_payments-0_${PAYMENTS_UID}/app/1.log
-PAYMENTS_ROOTFS=$HOST/run/containerd/io.containerd.runtime.v2.task/k8s.io/$PAYMENTS_ID/rootfs
+TASKS=$HOST/run/containerd/io.containerd.runtime.v2.task/k8s.io
+PAYMENTS_ROOTFS=$TASKS/$PAYMENTS_ID/rootfs
 PAYMENTS_FILE=$PAYMENTS_ROOTFS/opt/logs/payments.log
 DEBUG_STDIO=$HOST/var/log/pods/shop_debug-shell_${DEBUG_UID}/shell/0.log
 mkdir -p "$(dirname "$CHECKOUT_STDIO")" "$(dirname "$SIDECAR_STDIO")" "$(dirname "$CHECKOUT_FILE")" \
   "$(dirname "$PAYMENTS_STDIO")" "$(dirname "$PAYMENTS_FILE")" "$(dirname "$DEBUG_STDIO")" "$HOST/etc"
+# Every running container has a root filesystem (here: empty but for what the test writes).
+for id in "$CHECKOUT_ID" "$SIDECAR_ID" "$DEBUG_ID"; do mkdir -p "$TASKS/$id/rootfs/tmp"; done
 
 SEQ=0
 # A CRI log line: <RFC3339Nano> <stream> <F|P> <message>.
@@ -113,7 +121,7 @@ grep -q "name: $NODE" "$WORK/rendered.yaml" || { echo "render produced no NodeLo
 
 # --- 4. run the agent ---------------------------------------------------------------------------
 run_agent() {
-  "$AGENT" run --node-name "$NODE" --host-root "$HOST" --state-dir "$WORK/state" \
+  NO_COLOR=1 "$AGENT" run --node-name "$NODE" --host-root "$HOST" --state-dir "$WORK/state" \
     --output-dir "$WORK/output" --backup-root "$WORK/backups" --config "$WORK/rendered.yaml" \
     --metrics-addr "127.0.0.1:$METRICS_PORT" --checkpoint-interval 1s >>"$WORK/agent.log" 2>&1 &
   AGENT_PID=$!
@@ -160,6 +168,10 @@ if [ -d "$WORK/backups" ]; then
   (cd "$WORK/backups" && find . -type f -printf '  %p  %s bytes\n' | sort)
 fi
 echo
+echo "The backup as its CLI shows it (tailor-agent backups list / grep, also run in the agent's pod):"
+"$AGENT" backups list --backup-root "$WORK/backups" 2>&1 | sed 's/^/  /' || true
+"$AGENT" backups grep --backup-root "$WORK/backups" --namespace shop 'payment failed|card declined' 2>&1 | sed 's/^/  /' || true
+echo
 echo "Checkpoints ($WORK/state):"
 if [ -d "$WORK/state" ]; then (cd "$WORK/state" && find . -type f -printf '  %p  %s bytes\n' | sort); fi
 if [ -n "$METRICS" ]; then
@@ -187,6 +199,24 @@ for m in "${EXPECTED[@]}"; do
   [ "$n" -eq 0 ] && MISSING+=("$m")
   [ "$n" -gt 1 ] && REPEATED+=("$m x$n")
 done
+# Occurrences of a marker in the backup tree, compressed files included.
+backup_count() {
+  [ -d "$WORK/backups" ] || { echo 0; return; }
+  find "$WORK/backups" -type f ! -name '.tailor-*' | while read -r f; do
+    case "$f" in
+      *.zst) zstd -dcq "$f" ;;
+      *.gz) gzip -dc "$f" ;;
+      *) cat "$f" ;;
+    esac
+  done | grep -cF -- "$1" || true
+}
+BACKUP_MISSING=()
+BACKUP_REPEATED=()
+for m in ck-out-001 ck-out-008 ck-err-001 ck-file-001 ck-file-008 'Client.java:88'; do
+  n=$(backup_count "$m")
+  [ "$n" -eq 0 ] && BACKUP_MISSING+=("$m")
+  [ "$n" -gt 1 ] && BACKUP_REPEATED+=("$m x$n")
+done
 BACKUP_FILES=$( [ -d "$WORK/backups" ] && find "$WORK/backups" -type f | wc -l || echo 0)
 
 bold "Checks"
@@ -194,13 +224,16 @@ check "render: a NodeLogConfig for $NODE and a LogBackup for it" "grep -q 'kind:
 check "agent exited cleanly on SIGTERM (both runs)" "[ $RUN1_STATUS -eq 0 ] && [ $RUN2_STATUS -eq 0 ]"
 check "every line written was collected (${#EXPECTED[@]} markers; missing: ${MISSING[*]:-none})" "[ ${#MISSING[@]} -eq 0 ]"
 check "nothing collected twice across the restart (repeated: ${REPEATED[*]:-none})" "[ ${#REPEATED[@]} -eq 0 ]"
-check "the Java stack trace is one event (multiline)" "grep -rhF ck-file-002 '$WORK/output' 2>/dev/null | grep -qF 'Client.java:88'"
+check "the Java stack trace is one event (multiline)" "grep -rhF 'card declined' '$WORK/output' 2>/dev/null | grep -F 'Client.java:88' | grep -qF '12 more'"
 check "the line the runtime split (CRI partial) is one event" "grep -rhF ck-out-partial '$WORK/output' 2>/dev/null | grep -qF 'runtime split in two'"
 check "the health-check line was filtered out" "never ck-health-001"
 check "the excluded sidecar container was not collected" "never sidecar-excluded-001"
 check "the pod labelled logging=off was not collected" "never debug-excluded-001"
 check "the hostile symlink did not read the host's file" "never HOST-SECRET"
 check "the backup tree holds the checkout pod's files" "[ -d '$WORK/backups' ] && find '$WORK/backups' -type f -path '*checkout*' | grep -q ."
+check "the backup holds every line of the checkout pod (missing: ${BACKUP_MISSING[*]:-none})" "[ ${#BACKUP_MISSING[@]} -eq 0 ]"
+check "the backup holds each line once across the restart (repeated: ${BACKUP_REPEATED[*]:-none})" "[ ${#BACKUP_REPEATED[@]} -eq 0 ]"
+check "no backup reported an error" "! grep -E 'phase=(Degraded|Failed)' '$WORK/agent.log' >/dev/null"
 check "the backup holds no pod the policy does not select" "! { [ -d '$WORK/backups' ] && find '$WORK/backups' -path '*payments*' | grep -q .; }"
 
 EVENTS=$( [ -d "$WORK/output" ] && find "$WORK/output" -type f -exec cat {} + | wc -l || echo 0)

@@ -42,9 +42,16 @@ def test_demo_lays_out_the_pods_of_the_fixture():
     for var, pod in [("CHECKOUT_UID", "checkout-6d9f7b8c4-k2x7p"), ("PAYMENTS_UID", "payments-0"), ("DEBUG_UID", "debug-shell")]:
         m = re.search(rf"^{var}=(\S+)$", demo, re.M)
         assert m and m.group(1) == pods[pod]["metadata"]["uid"], var
-    m = re.search(r"^PAYMENTS_ID=(\S+)$", demo, re.M)
-    (status,) = pods["payments-0"]["status"]["containerStatuses"]
-    assert m and status["containerID"] == f"containerd://{m.group(1)}"
+    ids = {
+        ("payments-0", "app"): "PAYMENTS_ID",
+        ("checkout-6d9f7b8c4-k2x7p", "app"): "CHECKOUT_ID",
+        ("checkout-6d9f7b8c4-k2x7p", "istio-proxy"): "SIDECAR_ID",
+        ("debug-shell", "shell"): "DEBUG_ID",
+    }
+    for (pod, container), var in ids.items():
+        m = re.search(rf"^{var}=(\S+)$", demo, re.M)
+        (status,) = [c for c in pods[pod]["status"]["containerStatuses"] if c["name"] == container]
+        assert m and status["containerID"] == f"containerd://{m.group(1)}", var
     assert re.search(r"^CHECKOUT_POD=checkout-6d9f7b8c4-k2x7p$", demo, re.M)
     assert re.search(r"^NODE=demo-node-1$", demo, re.M)
     for pod in pods.values():

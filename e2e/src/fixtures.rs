@@ -140,6 +140,33 @@ impl PodFixture {
             "containerStatuses": statuses,
         }})
     }
+
+    /// The status after every container exited with code 0.
+    pub fn terminated_status(&self, uid: &str) -> Value {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let statuses: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| {
+                let id = format!("containerd://{}", container_id(uid, &c.name));
+                json!({
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": format!("{}@sha256:{}", c.image, "0".repeat(64)),
+                    "containerID": id,
+                    "ready": false,
+                    "started": false,
+                    "restartCount": c.restart_count,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now, "containerID": id}},
+                })
+            })
+            .collect();
+        json!({"status": {
+            "phase": "Succeeded",
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+            "containerStatuses": statuses,
+        }})
+    }
 }
 
 /// A stable, runtime-looking container ID (64 hex digits) for a pod's container.
@@ -186,7 +213,8 @@ pub fn backup_policy(namespace: &str, name: &str, selector: Value, files: &[&str
     })
 }
 
-/// Serialises manifests as one YAML stream.
-pub fn yaml_stream(docs: &[&Value]) -> String {
-    docs.iter().filter_map(|d| serde_yaml_ng::to_string(d).ok()).collect::<Vec<_>>().join("---\n")
+/// Manifests as one `List` in JSON, which kubectl applies item by item. JSON rather than YAML:
+/// kubectl reads YAML 1.1, where an unquoted `off` or `yes` is a boolean.
+pub fn manifest_list(docs: &[&Value]) -> String {
+    json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
 }

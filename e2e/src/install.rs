@@ -74,13 +74,14 @@ pub fn rbac_manifests() -> Result<(String, PathBuf)> {
             continue;
         }
         if RBAC_KINDS.contains(&value["kind"].as_str().unwrap_or("")) {
-            kept.push(serde_yaml_ng::to_string(&value)?);
+            kept.push(value);
         }
     }
-    if !kept.iter().any(|d| d.contains("kind: ClusterRole\n")) {
+    if !kept.iter().any(|d| d["kind"] == "ClusterRole") {
         bail!("needs the install's RBAC: {} renders no ClusterRole", dir.display());
     }
-    Ok((kept.join("---\n"), dir))
+    // As one JSON List: re-serialised YAML could turn strings such as `off` into booleans.
+    Ok((serde_json::json!({"apiVersion": "v1", "kind": "List", "items": kept}).to_string(), dir))
 }
 
 /// Applies the install's RBAC objects.

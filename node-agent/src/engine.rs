@@ -88,8 +88,8 @@ pub struct Applied {
 }
 
 impl crate::backup::BackupConfigView for Applied {
-    fn backups(&self) -> (Option<i64>, Vec<tailor_crds::node::NodeBackup>) {
-        (Some(self.generation), self.spec.backups.clone())
+    fn backups(&self) -> Option<(Option<i64>, Vec<tailor_crds::node::NodeBackup>)> {
+        Some((Some(self.generation), self.spec.backups.clone()))
     }
 }
 
@@ -455,6 +455,7 @@ impl Engine {
             file_max_bytes: self.cfg.file_max_bytes,
             file_max_files: self.cfg.file_max_files,
             force_stop: self.force_tx.subscribe(),
+            net: Default::default(),
         };
         let mut handles = Vec::new();
         let mut errors = Vec::new();

@@ -3,6 +3,7 @@
 pub mod ack;
 pub mod backup;
 pub mod bench;
+pub mod buffer;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tailor_agent::engine::{Engine, EngineConfig, EngineStatus, Shutdown};
+use tailor_agent::docker::{DockerClient, DockerMode, DockerRootfs};
+use tailor_agent::engine::{Applied, Engine, EngineConfig, EngineStatus, Shutdown};
 use tailor_agent::metrics::Metrics;
 use tailor_agent::resolve::{ContainerdLocator, Locators, RootfsLocator};
 use tailor_agent::{bench, config, metrics, status};
@@ -52,6 +53,8 @@ struct RunArgs {
     /// Root of backups (used by the backup engine).
     #[arg(long)]
     backup_root: Option<PathBuf>,
+    #[command(flatten)]
+    backup: tailor_agent::backup::cli::BackupRunArgs,
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
     #[arg(long, default_value = "5s", value_parser = duration)]
@@ -109,16 +112,30 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
-    if args.docker {
-        anyhow::bail!("--docker discovery is not available in this build");
-    }
-    let _ = &args.docker_host;
+    // Writable layers of Docker containers: docker mode, and Kubernetes nodes on cri-dockerd.
+    let docker_socket = DockerClient::from_host(&args.docker_host).ok().map(|c| c.socket().to_path_buf());
+    let mut docker_locator = DockerRootfs::new(&args.host_root, docker_socket);
     let metrics = Arc::new(Metrics::default());
     let (config_tx, config_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(EngineStatus::default());
 
     let mut kube_client = None;
     match &args.config {
+        Some(path) if args.docker => {
+            let tx = config_tx;
+            let mode = DockerMode::new(
+                &args.docker_host,
+                path,
+                &args.node_name,
+                &args.host_root,
+                Box::new(move |generation, spec| {
+                    tx.send_replace(Some(Applied { generation, spec }));
+                }),
+            )?;
+            docker_locator = mode.locator;
+            tokio::spawn(mode.discovery.run(std::future::pending()));
+        }
+        None if args.docker => anyhow::bail!("--docker needs --config FILE (the docker-mode configuration)"),
         Some(path) => {
             tokio::spawn(config::watch_file(
                 path.clone(),
@@ -133,20 +150,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             kube_client = Some(client);
         }
     }
-    // The backup engine follows the same configuration channel.
+    // The backup engine follows the same configuration channel (and serves the backup API
+    // when `--backup-api-addr` is given).
+    let locator: Arc<dyn RootfsLocator> = Arc::new(Locators(vec![
+        Arc::new(ContainerdLocator { host_root: args.host_root.clone() }),
+        Arc::new(docker_locator),
+    ]));
     let (backup_stop_tx, mut backup_stop_rx) = watch::channel(false);
-    let backup_task = args.backup_root.as_ref().map(|root| {
-        let settings = tailor_agent::backup::BackupSettings::new(root, &args.state_dir, &args.node_name);
-        let resolver = Arc::new(tailor_agent::backup::HostGlobResolver { host_root: args.host_root.clone() });
-        let sink: Box<dyn tailor_agent::backup::StatusSink> = match &kube_client {
-            Some(client) => Box::new(tailor_agent::backup::KubeStatusSink { client: client.clone() }),
-            None => Box::new(tailor_agent::backup::LogStatusSink),
-        };
-        let stop = async move {
-            let _ = backup_stop_rx.wait_for(|s| *s).await;
-        };
-        tokio::spawn(tailor_agent::backup::run(config_rx.clone(), settings, resolver, sink, stop))
-    });
+    let backup_task = match &args.backup_root {
+        Some(root) => Some(tailor_agent::backup::start_in_agent(
+            root.clone(),
+            args.backup.clone(),
+            &args.node_name,
+            args.host_root.clone(),
+            args.state_dir.clone(),
+            locator.clone(),
+            kube_client.clone(),
+            config_rx.clone(),
+            async move {
+                let _ = backup_stop_rx.wait_for(|s| *s).await;
+            },
+        )?),
+        None => None,
+    };
     if let Some(client) = kube_client {
         tokio::spawn(status::write_status(
             client,
@@ -174,8 +200,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
-    let locator: Arc<dyn RootfsLocator> =
-        Arc::new(Locators(vec![Arc::new(ContainerdLocator { host_root: args.host_root.clone() })]));
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
     let engine_shutdown = shutdown.clone();

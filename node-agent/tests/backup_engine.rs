@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tailor_agent::backup::fixture::{FakePod, node_backup};
-use tailor_agent::backup::{Engine, EngineSettings, HostGlobResolver, PassKind, PolicyReport};
+use tailor_agent::backup::{AgentResolver, Engine, EngineSettings, PassKind, PolicyReport};
 use tailor_crds::backup::BackupCompression;
 use tailor_crds::node::NodeBackup;
 
@@ -33,7 +33,7 @@ impl Node {
         let mut s = EngineSettings::new(&self.backup, &self.state, "node-1");
         s.close_after = Duration::ZERO;
         s.checkpoint_interval = Duration::from_secs(3600);
-        Engine::new(s, Arc::new(HostGlobResolver { host_root: self.host.clone() })).unwrap()
+        Engine::new(s, Arc::new(AgentResolver::new(self.host.clone()))).unwrap()
     }
 
     fn dest(&self, pod: &FakePod, name: &str) -> PathBuf {
@@ -376,4 +376,53 @@ fn bad_destinations_fail_the_backup() {
     let err = r[0].error.as_ref().unwrap();
     assert!(err.permanent, "{err:?}");
     assert!(!node.backup.parent().unwrap().join("etc").exists());
+}
+
+#[test]
+fn restart_before_the_configuration_arrives_copies_nothing_twice() {
+    let node = Node::new();
+    let pod = FakePod::new("ns", "web-1", "app");
+    let log = pod.host_dir(&node.host).join("0.log");
+    let nb = node_backup("ns", "p", std::slice::from_ref(&pod));
+    let mut e = node.engine();
+    apply(&mut e, &nb);
+    append(&log, &lines("q", 0, 100));
+    e.pass(PassKind::Final);
+    drop(e);
+    append(&log, &lines("q", 100, 150));
+    let mut e = node.engine();
+    // The agent starts without a configuration for a moment, and sweeps meanwhile.
+    e.pass(PassKind::Sweep);
+    e.pass(PassKind::Event);
+    apply(&mut e, &nb);
+    pass(&mut e, PassKind::Event);
+    assert_eq!(node.names(&pod), vec!["0.log"]);
+    assert_eq!(node.read(&pod, "0.log"), lines("q", 0, 150));
+}
+
+#[test]
+fn retention_never_makes_a_source_still_on_the_node_copied_again() {
+    let node = Node::new();
+    let pod = FakePod::new("ns", "web-1", "app");
+    let dir = pod.host_dir(&node.host);
+    let mut nb = node_backup("ns", "p", std::slice::from_ref(&pod));
+    nb.retention.max_age = "1h".into();
+    let mut e = node.engine();
+    apply(&mut e, &nb);
+    append(&dir.join("0.log"), &lines("old", 0, 100));
+    pass(&mut e, PassKind::Event);
+    fs::rename(dir.join("0.log"), dir.join("0.log.20260101-000000")).unwrap();
+    append(&dir.join("0.log"), &lines("new", 0, 10));
+    pass(&mut e, PassKind::Sweep);
+    assert_eq!(node.names(&pod), vec!["0.log", "0.log.20260101-000000.zst"]);
+    age(&node.dest(&pod, "0.log.20260101-000000.zst"), 7200);
+    pass(&mut e, PassKind::Sweep);
+    pass(&mut e, PassKind::Sweep);
+    // The rotated source is still there, its copy expired: it stays deleted.
+    assert_eq!(node.names(&pod), vec!["0.log"]);
+    drop(e);
+    let mut e = node.engine();
+    apply(&mut e, &nb);
+    pass(&mut e, PassKind::Sweep);
+    assert_eq!(node.names(&pod), vec!["0.log"]);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tailor_agent::backup::fixture::{FakePod, node_backup};
 use tailor_agent::backup::status::compute_status;
-use tailor_agent::backup::{Engine, EngineSettings, HostGlobResolver, PassKind};
+use tailor_agent::backup::{AgentResolver, Engine, EngineSettings, PassKind};
 use tailor_crds::backup::BackupPhase;
 
 /// A tmpfs mounted for the test, unmounted on drop.
@@ -76,7 +76,7 @@ fn full_then_read_only_backup_root_degrades_and_recovers() {
     let nb = node_backup("ns", "p", std::slice::from_ref(&pod));
     let mut settings = EngineSettings::new(&backup, dir.path().join("state"), "node-1");
     settings.close_after = Duration::from_secs(3600);
-    let mut e = Engine::new(settings, Arc::new(HostGlobResolver { host_root: host.clone() })).unwrap();
+    let mut e = Engine::new(settings, Arc::new(AgentResolver::new(host.clone()))).unwrap();
     e.apply(Some(1), vec![nb]);
 
     // 1 MiB of logs into a 256 KiB backup root.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tailor_agent::backup::cli::{BackupsCommand, Select};
 use tailor_agent::backup::fixture::{FakePod, node_backup};
 use tailor_agent::backup::query::{self, Filter};
-use tailor_agent::backup::{Engine, EngineSettings, HostGlobResolver, PassKind, api};
+use tailor_agent::backup::{AgentResolver, Engine, EngineSettings, PassKind, api};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "0123456789abcdef-test-token";
@@ -36,7 +36,7 @@ fn make_backup() -> (tempfile::TempDir, std::path::PathBuf) {
     let nb = node_backup("shop", "keep", &pods);
     let mut s = EngineSettings::new(&backup, dir.path().join("state"), "node-1");
     s.close_after = Duration::ZERO;
-    let mut e = Engine::new(s, Arc::new(HostGlobResolver { host_root: host.clone() })).unwrap();
+    let mut e = Engine::new(s, Arc::new(AgentResolver::new(host.clone()))).unwrap();
     e.apply(Some(1), vec![nb]);
     let d1 = pods[0].host_dir(&host);
     append(&d1.join("0.log"), &lines("web-1 first", 100));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tailor_agent::backup::fixture::{FakePod, node_backup};
 use tailor_agent::backup::{
-    BackupError, BackupSettings, Engine, EngineSettings, HostGlobResolver, PassKind, StatusSink, run,
+    AgentResolver, BackupError, BackupSettings, Engine, EngineSettings, PassKind, StatusSink, run,
 };
 use tailor_crds::LogBackupStatus;
 use tailor_crds::backup::BackupPhase;
@@ -64,7 +64,7 @@ async fn copies_on_file_events_and_publishes_status() {
     let engine = tokio::spawn(run(
         rx,
         settings,
-        Arc::new(HostGlobResolver { host_root: host.clone() }),
+        Arc::new(AgentResolver::new(host.clone())),
         Box::new(rec.clone()),
         async move {
             let _ = stop_rx.await;
@@ -122,7 +122,7 @@ fn child_engine(dir: &Path) -> Engine {
     let mut s = EngineSettings::new(dir.join("backup"), dir.join("state"), "node-1");
     s.close_after = Duration::from_secs(3600);
     s.checkpoint_interval = Duration::from_millis(50);
-    Engine::new(s, Arc::new(HostGlobResolver { host_root: dir.join("host") })).unwrap()
+    Engine::new(s, Arc::new(AgentResolver::new(dir.join("host")))).unwrap()
 }
 
 fn child_config() -> (Vec<FakePod>, NodeBackup) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use docker_support::{Engine, SOCKET, docker, wait_for};
 use tailor_agent::docker::discovery::Discovery;
 use tailor_agent::docker::{DockerClient, DockerConfig, DockerRootfs};
+use tailor_agent::resolve::RootfsLocator;
 use tailor_crds::node::{CollectionTarget, HostRootKind, InputKind, NodeLogConfigSpec};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
@@ -136,8 +137,10 @@ backups:
     let script = "mkdir -p /opt/logs; for i in $(seq 1 20); do echo \"out $i\"; echo \"file $i\" >> /opt/logs/a.log; \
                   echo \"vol $i\" >> /data/v.log; done; sleep 300";
     let a = engine.start("a", &["-v", &format!("{vol}:/data"), "--label", "svc=shop"], script);
-    let spec = wait_for("container a in the spec", LIMIT, || {
-        latest_spec(&latest).filter(|s| target(s, &a).is_some_and(|t| !t.container.terminated))
+    // Started, not just created: the json-file log path only exists from the start on.
+    let spec = wait_for("container a started in the spec", LIMIT, || {
+        latest_spec(&latest)
+            .filter(|s| target(s, &a).is_some_and(|t| !t.container.terminated && t.inputs.len() == 3))
     });
     let t = target(&spec, &a).unwrap();
     assert_eq!(t.key(), format!("docker/{0}/{0}", engine.name("a")));

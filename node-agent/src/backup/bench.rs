@@ -10,7 +10,7 @@ use tailor_crds::backup::BackupCompression;
 
 use super::engine::{Engine, EngineSettings, PassKind};
 use super::fixture::{FakePod, node_backup};
-use super::inputs::HostGlobResolver;
+use super::inputs::AgentResolver;
 
 /// Figures of one run.
 #[derive(Clone, Debug)]
@@ -95,8 +95,8 @@ pub fn bench_backup(
     let host = dir.join("host");
     let mut settings = EngineSettings::new(dir.join("backup"), dir.join("state"), "bench-node");
     settings.close_after = Duration::ZERO;
-    let mut engine = Engine::new(settings, Arc::new(HostGlobResolver { host_root: host.clone() }))
-        .map_err(std::io::Error::other)?;
+    let mut engine =
+        Engine::new(settings, Arc::new(AgentResolver::new(host.clone()))).map_err(std::io::Error::other)?;
     let pod = FakePod::new("bench", "app", "app");
     let pod_dir = pod.host_dir(&host);
     let mut nb = node_backup("bench", "policy", std::slice::from_ref(&pod));

@@ -38,6 +38,8 @@ pub enum BackupsCommand {
         #[arg(long, default_value_t = 100_000)]
         max: usize,
     },
+    /// Measure the backup engine: MB/s copied and CPU seconds per GB.
+    Bench(super::bench::BenchBackupArgs),
     /// Serve the backup API (also started by `tailor-agent run --backup-api-addr`).
     Serve {
         #[arg(long, default_value = DEFAULT_BACKUP_ROOT)]
@@ -117,6 +119,13 @@ pub async fn run(cmd: BackupsCommand, out: &mut (dyn Write + Send)) -> Result<()
                 .map_err(|e| BackupError::io("open", &select.backup_root, e))?;
             query::grep(&root, &entries, &re, max, out)?;
         }
+        BackupsCommand::Bench(args) => {
+            let figures = tokio::task::spawn_blocking(move || super::bench::run_bench(&args))
+                .await
+                .map_err(|e| BackupError::Api(e.to_string()))?
+                .map_err(|e| BackupError::io("bench", "", e))?;
+            writeln!(out, "{figures}").map_err(w)?;
+        }
         BackupsCommand::Serve { backup_root, addr, token_file } => {
             let token = super::api::load_token(token_file.as_deref())?;
             super::api::serve(addr, backup_root, token, async {
@@ -126,4 +135,15 @@ pub async fn run(cmd: BackupsCommand, out: &mut (dyn Write + Send)) -> Result<()
         }
     }
     out.flush().map_err(w)
+}
+
+/// Options of `tailor-agent run` for backups (flattened into its arguments).
+#[derive(Debug, Clone, Args)]
+pub struct BackupRunArgs {
+    /// Serve the backup API here (off by default; `127.0.0.1:8471` suits a port-forward).
+    #[arg(long)]
+    pub backup_api_addr: Option<SocketAddr>,
+    /// File with the backup API's bearer token (else $TAILOR_BACKUP_API_TOKEN).
+    #[arg(long)]
+    pub backup_api_token_file: Option<PathBuf>,
 }

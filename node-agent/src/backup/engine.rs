@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tailor_crds::node::{BackupTarget, NodeBackup};
+use tailor_crds::node::{BackupTarget, Input, NodeBackup};
 use tailor_crds::units::{parse_bytes, parse_duration};
 
 use super::copy::Copier;
@@ -26,7 +26,10 @@ use super::retention::{BackupFile, expired};
 use super::state::{BackupState, Codec, PendingCompression, PolicyRecord, SourceKey, SourceRecord};
 
 /// At most this many bytes of one file per pass, so one busy file does not starve the others.
-const MAX_BYTES_PER_FILE_PER_PASS: u64 = 512 << 20;
+const MAX_BYTES_PER_FILE_PER_PASS: u64 = 256 << 20;
+/// At most this many bytes per pass, so a backlog (a first start on a full node) does not hold
+/// off shutdown or configuration changes; the rest follows in the next passes at once.
+const MAX_BYTES_PER_PASS: u64 = 1 << 30;
 
 /// Settings of the engine.
 #[derive(Clone, Debug)]
@@ -144,7 +147,10 @@ pub struct Engine {
     structural_change: bool,
     offsets_dirty: bool,
     last_save: Instant,
-    passes: u64,
+    /// A configuration was applied: records of the state file not found by then are settled.
+    configured: bool,
+    orphans_settled: bool,
+    pass_count: u64,
     pub counters: EngineCounters,
 }
 
@@ -181,7 +187,9 @@ impl Engine {
             structural_change: false,
             offsets_dirty: false,
             last_save: Instant::now(),
-            passes: 0,
+            configured: false,
+            orphans_settled: false,
+            pass_count: 0,
             counters: EngineCounters::default(),
         })
     }
@@ -190,6 +198,7 @@ impl Engine {
     pub fn apply(&mut self, generation: Option<i64>, backups: Vec<NodeBackup>) {
         self.generation = generation;
         self.config = backups;
+        self.configured = true;
     }
 
     pub fn generation(&self) -> Option<i64> {
@@ -227,15 +236,25 @@ impl Engine {
         }
         self.observe_all(&mut errors);
         self.drop_removed_policies();
-        if self.passes == 0 || kind == PassKind::Sweep {
+        // Not before a configuration arrived: an agent that starts has none for a moment, and
+        // settling then would copy every file again under a new name.
+        if self.configured && (!self.orphans_settled || kind == PassKind::Sweep) {
             self.settle_orphans();
+            self.orphans_settled = true;
         }
         if self.structural_change {
             self.save(&mut errors);
         }
-        let keys: Vec<SourceKey> = self.tracked.keys().cloned().collect();
+        let mut keys: Vec<SourceKey> = self.tracked.keys().cloned().collect();
+        // Start at a different file each pass, so a budget that runs out favours no one.
+        if !keys.is_empty() {
+            let start = self.pass_count as usize % keys.len();
+            keys.rotate_left(start);
+        }
+        self.pass_count = self.pass_count.wrapping_add(1);
+        let mut budget = MAX_BYTES_PER_PASS;
         for key in &keys {
-            if let Err(e) = self.sync_one(key, kind == PassKind::Sweep, now) {
+            if let Err(e) = self.sync_one(key, kind == PassKind::Sweep, now, &mut budget) {
                 note(&mut errors, &key.policy, e);
             }
         }
@@ -251,7 +270,6 @@ impl Engine {
         if self.structural_change || (self.offsets_dirty && (due || kind != PassKind::Event)) {
             self.save(&mut errors);
         }
-        self.passes += 1;
         self.reports(&errors)
     }
 
@@ -311,7 +329,7 @@ impl Engine {
                 if target.container.terminated && !nb.keep_terminated {
                     continue;
                 }
-                if let Err(e) = self.observe_target(&pkey, nb, target) {
+                if let Err(e) = self.observe_target(&pkey, target) {
                     note(errors, &pkey, e);
                 }
             }
@@ -319,12 +337,7 @@ impl Engine {
         self.config = config;
     }
 
-    fn observe_target(
-        &mut self,
-        pkey: &str,
-        nb: &NodeBackup,
-        target: &BackupTarget,
-    ) -> Result<(), BackupError> {
+    fn observe_target(&mut self, pkey: &str, target: &BackupTarget) -> Result<(), BackupError> {
         let dest = checked_destination(&target.destination)?;
         let destination = dest.to_string_lossy().into_owned();
         if let Some(p) = self.policies.get_mut(pkey)
@@ -338,7 +351,7 @@ impl Engine {
         let mut paths = Vec::new();
         for input in &target.inputs {
             match self.resolver.resolve(input) {
-                Ok(p) => paths.extend(p),
+                Ok(p) => paths.extend(p.into_iter().map(|p| (p, input))),
                 Err(message) => {
                     first_err.get_or_insert(BackupError::Resolve { target: target.key(), message });
                 }
@@ -347,12 +360,12 @@ impl Engine {
         // Known files first: a rotated file must take its new name (and free the old one)
         // before a new file that wants the old name is named.
         let mut found = Vec::with_capacity(paths.len());
-        for path in paths {
+        for (path, input) in paths {
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.file_type().is_file() => {
                     let key = SourceKey { policy: pkey.to_string(), dev: m.dev(), ino: m.ino() };
                     let known = self.tracked.contains_key(&key) || self.orphans.contains_key(&key);
-                    found.push((!known, key, path));
+                    found.push((!known, key, path, input));
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -361,9 +374,9 @@ impl Engine {
                 }
             }
         }
-        found.sort();
-        for (_, key, path) in found {
-            if let Err(e) = self.observe_file(key, nb, target, &destination, &path) {
+        found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+        for (_, key, path, input) in found {
+            if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
                 first_err.get_or_insert(e);
             }
         }
@@ -380,6 +393,7 @@ impl Engine {
             policy: pkey.to_string(),
             node: self.settings.node_name.clone(),
             files: Vec::new(),
+            first_write: BTreeMap::new(),
         }
     }
 
@@ -407,13 +421,14 @@ impl Engine {
         destination: &str,
         origin: &Origin,
         name: &str,
+        first_write: Option<i64>,
     ) -> Result<(), BackupError> {
         if !self.manifests.contains_key(destination) {
             let m = Manifest::load(dir.path())?;
             self.manifests.insert(destination.to_string(), m);
         }
         let Some(m) = self.manifests.get_mut(destination) else { return Ok(()) };
-        if m.add_file(origin, name) {
+        if m.add_file(origin, name, first_write) {
             m.save(dir.path())?;
         }
         Ok(())
@@ -422,7 +437,7 @@ impl Engine {
     fn observe_file(
         &mut self,
         key: SourceKey,
-        nb: &NodeBackup,
+        input: &Input,
         target: &BackupTarget,
         destination: &str,
         path: &Path,
@@ -432,7 +447,7 @@ impl Engine {
         if self.tracked.contains_key(&key) {
             return self.follow_known(&key, target, path);
         }
-        let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc_nofollow()).open(path) {
+        let file = match self.resolver.open(input, path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(BackupError::io("open", path, e)),
@@ -470,8 +485,9 @@ impl Engine {
         let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("log");
         let dest_name = free_name(base, |n| self.name_taken(&dir, destination, n));
         let origin = self.origin(pkey, target);
-        self.manifest_add(&dir, destination, &origin, &dest_name)?;
-        let _ = nb;
+        // The content begins when the source was created (where the filesystem knows it).
+        let born = fmeta.created().unwrap_or_else(|_| SystemTime::now());
+        self.manifest_add(&dir, destination, &origin, &dest_name, Some(unix_seconds(born)))?;
         tracing::info!(source = %path.display(), destination, dest_name, "backing up new file");
         let rec = SourceRecord {
             policy: pkey.to_string(),
@@ -485,6 +501,7 @@ impl Engine {
             offset: 0,
             dest_len: 0,
             codec: None,
+            expired: false,
         };
         self.tracked.insert(
             key,
@@ -536,7 +553,8 @@ impl Engine {
             return Ok(());
         }
         let origin = self.origin(&key.policy, target);
-        self.manifest_add(&dir, &destination, &origin, &new_name)?;
+        let first = self.manifests.get(&destination).and_then(|m| m.first_write_of(&current));
+        self.manifest_add(&dir, &destination, &origin, &new_name, first)?;
         match dir.rename_noreplace(&current, &new_name) {
             Ok(()) => {}
             // Nothing copied yet: the new name is simply used from now on.
@@ -605,14 +623,29 @@ impl Engine {
     }
 
     /// Copies what is new in one source file.
-    fn sync_one(&mut self, key: &SourceKey, verify: bool, now: Instant) -> Result<(), BackupError> {
+    fn sync_one(
+        &mut self,
+        key: &SourceKey,
+        verify: bool,
+        now: Instant,
+        budget: &mut u64,
+    ) -> Result<(), BackupError> {
         let Some(mut t) = self.tracked.remove(key) else { return Ok(()) };
-        let r = self.sync_tracked(&mut t, verify, now);
+        let r = self.sync_tracked(&mut t, verify, now, budget);
         self.tracked.insert(key.clone(), t);
         r
     }
 
-    fn sync_tracked(&mut self, t: &mut Tracked, verify: bool, now: Instant) -> Result<(), BackupError> {
+    fn sync_tracked(
+        &mut self,
+        t: &mut Tracked,
+        verify: bool,
+        now: Instant,
+        budget: &mut u64,
+    ) -> Result<(), BackupError> {
+        if t.rec.expired {
+            return Ok(());
+        }
         let src_path = t.rec.source_path.clone();
         let meta = t.file.metadata().map_err(|e| BackupError::io("stat", &src_path, e))?;
         let size = meta.len();
@@ -628,7 +661,7 @@ impl Engine {
         if truncated {
             self.start_new_segment(t, size)?;
         }
-        if size <= t.rec.offset {
+        if size <= t.rec.offset || *budget == 0 {
             return Ok(());
         }
         let dir = self.dest_dir(&t.rec.destination)?;
@@ -647,7 +680,7 @@ impl Engine {
             tracing::warn!(dest = %dest_path.display(), "destination shorter than recorded; continuing after it");
             t.rec.dest_len = dest_len;
         }
-        let len = (size - t.rec.offset).min(MAX_BYTES_PER_FILE_PER_PASS);
+        let len = (size - t.rec.offset).min(MAX_BYTES_PER_FILE_PER_PASS).min(*budget);
         let (copied, new_len) = match t.rec.codec {
             None => {
                 let n = self
@@ -671,6 +704,7 @@ impl Engine {
             let _ = dest.set_modified(mtime);
         }
         t.rec.offset += copied;
+        *budget = budget.saturating_sub(copied);
         t.rec.dest_len = new_len;
         t.last_growth = now;
         if t.rec.fingerprint.is_partial() {
@@ -693,7 +727,7 @@ impl Engine {
         let base = t.rec.source_path.file_name().and_then(|n| n.to_str()).unwrap_or("log").to_string();
         let name = free_name(&base, |n| self.name_taken(&dir, &destination, n));
         if let Some(origin) = self.origin_of_record(&t.rec) {
-            self.manifest_add(&dir, &destination, &origin, &name)?;
+            self.manifest_add(&dir, &destination, &origin, &name, Some(unix_seconds(SystemTime::now())))?;
         }
         tracing::info!(source = %t.rec.source_path.display(), new = name, "source truncated; continuing in a new file");
         t.rec.dest_name = name;
@@ -841,7 +875,7 @@ impl Engine {
 
     /// Is there more to copy than one pass copies (a backlog that no event will announce)?
     pub fn has_backlog(&self) -> bool {
-        self.tracked.values().any(|t| t.size > t.rec.offset)
+        self.tracked.values().any(|t| !t.rec.expired && t.size > t.rec.offset)
     }
 
     /// Deletes files past each policy's retention (also of policies that are gone), oldest first.
@@ -863,9 +897,14 @@ impl Engine {
                     Ok(()) => {
                         tracing::info!(file = %dir.join(&f.name).display(), "retention removed backup file");
                         self.counters.files_deleted += 1;
-                        self.tracked.retain(|_, t| {
-                            !(t.rec.destination == f.destination && t.rec.dest_name == f.name)
-                        });
+                        // A source still on the node is not copied again.
+                        for t in self.tracked.values_mut() {
+                            if t.rec.destination == f.destination && t.rec.dest_name == f.name {
+                                t.rec.expired = true;
+                                t.closed = true;
+                                self.structural_change = true;
+                            }
+                        }
                     }
                     Err(e) => note(errors, &pkey, e),
                 }
@@ -983,6 +1022,6 @@ impl Engine {
     }
 }
 
-fn libc_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

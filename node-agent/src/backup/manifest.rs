@@ -2,6 +2,7 @@
 //! each file came from, so that backups can be found by namespace, pod and container long after
 //! the pod is gone, whatever layout the policy used.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,10 @@ pub struct Origin {
     /// Destination file names (without our compression suffix).
     #[serde(default)]
     pub files: Vec<String>,
+    /// When each file's content begins (Unix seconds): the source's creation time, or when the
+    /// copy started; the end is the file's modification time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first_write: BTreeMap<String, i64>,
 }
 
 impl Origin {
@@ -67,25 +72,41 @@ impl Manifest {
         write_atomic(&path, &bytes).map_err(|e| BackupError::io("write", path, e))
     }
 
-    /// Records that `name` belongs to `origin`; returns whether anything changed.
-    pub fn add_file(&mut self, origin: &Origin, name: &str) -> bool {
+    /// Records that `name` belongs to `origin`, its content beginning at `first_write` (Unix
+    /// seconds); returns whether anything changed.
+    pub fn add_file(&mut self, origin: &Origin, name: &str, first_write: Option<i64>) -> bool {
         let name = strip_compression(name);
         let idx = match self.origins.iter().position(|o| o.same_container(origin)) {
             Some(i) => i,
             None => {
                 let mut o = origin.clone();
                 o.files.clear();
+                o.first_write.clear();
                 self.origins.push(o);
                 self.origins.len() - 1
             }
         };
-        let files = &mut self.origins[idx].files;
-        if files.iter().any(|f| f == name) {
-            return false;
+        let o = &mut self.origins[idx];
+        let mut changed = false;
+        if let Some(t) = first_write
+            && o.first_write.get(name) != Some(&t)
+        {
+            o.first_write.insert(name.to_string(), t);
+            changed = true;
         }
-        files.push(name.to_string());
-        files.sort();
-        true
+        if !o.files.iter().any(|f| f == name) {
+            o.files.push(name.to_string());
+            o.files.sort();
+            changed = true;
+        }
+        changed
+    }
+
+    /// When the content of a file on disk begins, if recorded.
+    pub fn first_write_of(&self, name: &str) -> Option<i64> {
+        let base = strip_compression(name);
+        self.origin_of(name)
+            .and_then(|o| o.first_write.get(base).or_else(|| o.first_write.get(name)).copied())
     }
 
     /// Forgets files that are no longer on disk; drops origins without files.
@@ -93,6 +114,8 @@ impl Manifest {
         let before = self.clone();
         for o in &mut self.origins {
             o.files.retain(|f| present(f));
+            let files = o.files.clone();
+            o.first_write.retain(|f, _| files.contains(f));
         }
         self.origins.retain(|o| !o.files.is_empty());
         before != *self
@@ -115,9 +138,11 @@ mod tests {
             Origin { namespace: "ns".into(), pod: "a".into(), container: "c".into(), ..Default::default() };
         let b = Origin { pod: "b".into(), ..a.clone() };
         let mut m = Manifest::default();
-        assert!(m.add_file(&a, "0.log"));
-        assert!(!m.add_file(&a, "0.log.zst"));
-        assert!(m.add_file(&b, "0.log.1"));
+        assert!(m.add_file(&a, "0.log", Some(5)));
+        assert!(!m.add_file(&a, "0.log.zst", None));
+        assert!(m.add_file(&b, "0.log.1", None));
+        assert_eq!(m.first_write_of("0.log.zst"), Some(5));
+        assert_eq!(m.first_write_of("0.log.1"), None);
         assert_eq!(m.origin_of("0.log.zst").unwrap().pod, "a");
         assert_eq!(m.origin_of("0.log.1").unwrap().pod, "b");
         assert!(m.origin_of("x").is_none());

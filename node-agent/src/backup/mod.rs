@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub use engine::{Engine, EngineSettings, PassKind, PolicyReport};
 pub use error::BackupError;
-pub use inputs::{HostGlobResolver, InputResolver};
+pub use inputs::{AgentResolver, InputResolver};
 pub use status::{KubeStatusSink, LogStatusSink, StatusPublisher, StatusSink};
 
 /// Settings of the backup engine (from the agent's command line).
@@ -83,37 +83,37 @@ impl BackupSettings {
 
 /// What the backup engine reads from the agent's configuration channel.
 pub trait BackupConfigView {
-    /// The generation of the NodeLogConfig and its backups.
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>);
+    /// The generation of the NodeLogConfig and its backups; `None` until a configuration arrived.
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)>;
 }
 
 impl BackupConfigView for NodeLogConfigSpec {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        (None, self.backups.clone())
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        Some((None, self.backups.clone()))
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for Option<T> {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        self.as_ref().map(T::backups).unwrap_or_default()
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        self.as_ref().and_then(T::backups)
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for Arc<T> {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
         T::backups(self)
     }
 }
 
 impl<T: BackupConfigView> BackupConfigView for (i64, T) {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        (Some(self.0), self.1.backups().1)
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        self.1.backups().map(|(_, b)| (Some(self.0), b))
     }
 }
 
 impl BackupConfigView for (Option<i64>, Vec<NodeBackup>) {
-    fn backups(&self) -> (Option<i64>, Vec<NodeBackup>) {
-        self.clone()
+    fn backups(&self) -> Option<(Option<i64>, Vec<NodeBackup>)> {
+        Some(self.clone())
     }
 }
 
@@ -154,9 +154,11 @@ where
     let mut engine = Engine::new(settings.engine(), resolver)?;
     let mut publisher = StatusPublisher::new(status, settings.status_interval);
     let mut watcher = watcher::DirWatcher::new().map_err(|e| BackupError::io("inotify", "", e))?;
-    let (generation, backups) = config_rx.borrow_and_update().backups();
-    let mut interval = sweep_interval(&backups);
-    engine.apply(generation, backups);
+    let mut interval = sweep_interval(&[]);
+    if let Some((generation, backups)) = config_rx.borrow_and_update().backups() {
+        interval = sweep_interval(&backups);
+        engine.apply(generation, backups);
+    }
     let mut next_sweep = Instant::now();
     let mut config_open = true;
     let mut catch_up = false;
@@ -172,7 +174,7 @@ where
                     config_open = false;
                     continue;
                 }
-                let (generation, backups) = config_rx.borrow_and_update().backups();
+                let Some((generation, backups)) = config_rx.borrow_and_update().backups() else { continue };
                 interval = sweep_interval(&backups);
                 engine.apply(generation, backups);
                 PassKind::Event
@@ -205,4 +207,49 @@ where
             return Ok(());
         }
     }
+}
+
+/// Starts the backup engine (and the backup API when asked) inside `tailor-agent run`.
+/// Statuses go to the API server when a client is given, else to the log. Both tasks end when
+/// `shutdown` completes; await the returned handle for the engine's final pass.
+#[allow(clippy::too_many_arguments)]
+pub fn start_in_agent<C>(
+    backup_root: PathBuf,
+    api: cli::BackupRunArgs,
+    node_name: &str,
+    host_root: PathBuf,
+    state_dir: PathBuf,
+    locator: Arc<dyn crate::resolve::RootfsLocator>,
+    kube_client: Option<kube::Client>,
+    config_rx: watch::Receiver<C>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), BackupError>>, BackupError>
+where
+    C: BackupConfigView + Send + Sync + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(addr) = api.backup_api_addr {
+        let token = api::load_token(api.backup_api_token_file.as_deref())?;
+        let root = backup_root.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::serve(addr, root, token, stop).await {
+                tracing::error!(error = %e, "backup API failed");
+            }
+        });
+    }
+    let settings = BackupSettings::new(backup_root, state_dir, node_name);
+    let resolver: Arc<dyn InputResolver> = Arc::new(AgentResolver::with_locator(host_root, locator));
+    let status: Box<dyn StatusSink> = match kube_client {
+        Some(client) => Box::new(KubeStatusSink { client }),
+        None => Box::new(LogStatusSink),
+    };
+    Ok(tokio::spawn(run(config_rx, settings, resolver, status, stopped(stop_rx))))
 }

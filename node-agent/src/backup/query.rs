@@ -78,7 +78,7 @@ fn eq(want: &Option<String>, have: &str) -> bool {
 }
 
 /// Lists the backup files under `root` that match `filter`, sorted by namespace, pod,
-/// container, first write and name.
+/// container, first write, last write and name (so `cat` prints a container's logs in order).
 pub fn list(root: &Path, filter: &Filter) -> Result<Vec<Entry>, BackupError> {
     let now = SystemTime::now();
     let since = filter.since.as_deref().map(|s| parse_time(s, now)).transpose()?;
@@ -101,7 +101,10 @@ pub fn list(root: &Path, filter: &Filter) -> Result<Vec<Entry>, BackupError> {
                 continue;
             }
             let last = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let first = meta.created().unwrap_or(last).min(last);
+            let recorded = manifest
+                .first_write_of(&name)
+                .map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64));
+            let first = recorded.or_else(|| meta.created().ok()).unwrap_or(last).min(last);
             if since.is_some_and(|s| last < s) || until.is_some_and(|u| first > u) {
                 continue;
             }
@@ -121,11 +124,12 @@ pub fn list(root: &Path, filter: &Filter) -> Result<Vec<Entry>, BackupError> {
         }
     }
     out.sort_by(|a, b| {
-        (&a.namespace, &a.pod, &a.container, a.first_write, &a.file).cmp(&(
+        (&a.namespace, &a.pod, &a.container, a.first_write, a.last_write, &a.file).cmp(&(
             &b.namespace,
             &b.pod,
             &b.container,
             b.first_write,
+            b.last_write,
             &b.file,
         ))
     });

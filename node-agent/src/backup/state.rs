@@ -69,6 +69,9 @@ pub struct SourceRecord {
     /// Set once we compressed the destination file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<Codec>,
+    /// Retention removed the copy while the source is still on the node: never copied again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 impl SourceRecord {
@@ -170,6 +173,7 @@ mod tests {
             offset: 10,
             dest_len: 10,
             codec: None,
+            expired: false,
         });
         s.save(dir.path()).unwrap();
         assert_eq!(BackupState::load(dir.path()).unwrap(), s);

@@ -287,4 +287,68 @@ mod tests {
         assert!(same_but_time(&s, &again));
         assert_eq!(s.conditions, again.conditions);
     }
+
+    #[tokio::test]
+    async fn kube_sink_applies_the_status_subresource() {
+        let (svc, mut handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let sink = KubeStatusSink { client: kube::Client::new(svc, "default") };
+        let status = compute_status(&report(), None, Some(3), t(100));
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), http::Method::PATCH);
+            assert_eq!(
+                req.uri().to_string(),
+                "/apis/logging.tailor.dev/v1alpha1/namespaces/ns/logbackups/p-node1/status?&force=true&fieldManager=tailor-agent"
+            );
+            assert_eq!(req.headers()["content-type"], "application/apply-patch+yaml");
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["apiVersion"], "logging.tailor.dev/v1alpha1");
+            assert_eq!(v["kind"], "LogBackup");
+            assert_eq!(v["status"]["phase"], "Synced");
+            assert_eq!(v["status"]["destination"], "/var/log/tailor-backup/ns/web");
+            assert!(v.get("spec").is_none(), "the agent must not own spec fields");
+            let obj = serde_json::json!({
+                "apiVersion": "logging.tailor.dev/v1alpha1", "kind": "LogBackup",
+                "metadata": {"name": "p-node1", "namespace": "ns"},
+                "spec": {"policy": "p", "nodeName": "node1"},
+                "status": v["status"],
+            });
+            send.send_response(
+                http::Response::builder()
+                    .body(kube::client::Body::from(serde_json::to_vec(&obj).unwrap()))
+                    .unwrap(),
+            );
+        });
+        sink.publish("ns", "p-node1", &status).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn publisher_writes_changes_only() {
+        #[derive(Clone, Default)]
+        struct Count(std::sync::Arc<std::sync::Mutex<Vec<LogBackupStatus>>>);
+        impl StatusSink for Count {
+            fn publish<'a>(
+                &'a self,
+                _: &'a str,
+                _: &'a str,
+                s: &'a LogBackupStatus,
+            ) -> BoxFuture<'a, Result<(), BackupError>> {
+                self.0.lock().unwrap().push(s.clone());
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let c = Count::default();
+        let mut p = StatusPublisher::new(Box::new(c.clone()), Duration::from_secs(3600));
+        p.publish(&[report()], Some(1)).await;
+        p.publish(&[report()], Some(1)).await;
+        // A byte count change waits for the interval; a phase change goes out at once.
+        p.publish(&[PolicyReport { bytes: 4096, ..report() }], Some(1)).await;
+        assert_eq!(c.0.lock().unwrap().len(), 1);
+        p.publish(&[PolicyReport { lag_bytes: 5, ..report() }], Some(1)).await;
+        assert_eq!(c.0.lock().unwrap().len(), 2);
+        assert_eq!(p.last("ns", "p-node1").unwrap().phase, BackupPhase::Syncing);
+    }
 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use super::client::API_VERSION;
 use super::model::{Container, ContainerInspect};
 use super::translate::RUNTIME;
+use crate::resolve::RootfsLocator;
 
-/// A cached entry older than this is refreshed from the engine when a socket is known.
+/// Without discovery, a cached entry older than this is refreshed from the engine.
 const STALE_AFTER: Duration = Duration::from_secs(5);
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_INSPECT_BYTES: u64 = 4 << 20;
@@ -62,6 +63,8 @@ struct Entry {
 pub struct DockerRootfs {
     host_root: PathBuf,
     socket: Option<PathBuf>,
+    /// `None` when discovery keeps the cache current (docker mode): only misses ask the engine.
+    stale_after: Option<Duration>,
     cache: Arc<RwLock<HashMap<String, Entry>>>,
 }
 
@@ -69,7 +72,18 @@ impl DockerRootfs {
     /// `host_root` prefixes every engine path (the agent's `--host-root`); `socket` lets a miss
     /// ask the engine.
     pub fn new(host_root: impl Into<PathBuf>, socket: Option<PathBuf>) -> Self {
-        DockerRootfs { host_root: host_root.into(), socket, cache: Arc::default() }
+        DockerRootfs {
+            host_root: host_root.into(),
+            socket,
+            stale_after: Some(STALE_AFTER),
+            cache: Arc::default(),
+        }
+    }
+
+    /// Discovery keeps the cache current from the engine's events: entries never go stale.
+    pub fn fed_by_discovery(mut self) -> Self {
+        self.stale_after = None;
+        self
     }
 
     /// Records what discovery learnt about a container.
@@ -98,15 +112,21 @@ impl DockerRootfs {
         }
     }
 
+    fn on_host(&self, engine_path: &str) -> PathBuf {
+        self.host_root.join(engine_path.trim_start_matches('/'))
+    }
+}
+
+impl RootfsLocator for DockerRootfs {
     /// The host directory that is the container's root now, if it has one.
-    pub fn rootfs(&self, runtime: &str, container_id: &str) -> Option<PathBuf> {
+    fn rootfs(&self, runtime: &str, container_id: &str) -> Option<PathBuf> {
         if runtime != RUNTIME {
             return None;
         }
         let cached = self.cache.read().ok().and_then(|c| c.get(container_id).cloned());
         let layer = match (cached, &self.socket) {
             (Some(e), None) => e.layer,
-            (Some(e), Some(_)) if e.fetched.elapsed() < STALE_AFTER => e.layer,
+            (Some(e), Some(_)) if self.stale_after.is_none_or(|s| e.fetched.elapsed() < s) => e.layer,
             (cached, Some(socket)) => match blocking_inspect(socket, container_id) {
                 Ok(Some(inspect)) => {
                     let c = Container::from_inspect(inspect);
@@ -126,10 +146,6 @@ impl DockerRootfs {
         };
         let root = layer.root(|m| self.on_host(m).is_dir())?;
         Some(self.on_host(root))
-    }
-
-    fn on_host(&self, engine_path: &str) -> PathBuf {
-        self.host_root.join(engine_path.trim_start_matches('/'))
     }
 }
 

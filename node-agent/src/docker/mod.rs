@@ -61,7 +61,7 @@ impl DockerMode {
     ) -> Result<Self, DockerError> {
         let client = DockerClient::from_host(docker_host)?;
         let config = DockerConfig::load(config_path)?;
-        let locator = DockerRootfs::new(host_root, Some(client.socket().to_path_buf()));
+        let locator = DockerRootfs::new(host_root, Some(client.socket().to_path_buf())).fed_by_discovery();
         let discovery = Discovery::new(client, config, node, locator.clone(), publish)
             .watch_config_file(PathBuf::from(config_path));
         Ok(DockerMode { discovery, locator })

@@ -181,6 +181,7 @@ mod tests {
             file_max_bytes: 2048,
             file_max_files: 2,
             force_stop: rx,
+            net: Default::default(),
         };
         let output: OutputSpec =
             serde_json::from_value(serde_json::json!({"name": "out", "type": "file"})).unwrap();

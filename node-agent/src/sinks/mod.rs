@@ -7,7 +7,12 @@
 //! failures with back-off is the sink's job; it returns `Err` only when it gives up on the batch
 //! (shutdown), and then nothing of the batch counts as delivered.
 
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod kafka;
+pub mod loki;
+pub mod net;
 pub mod runner;
 pub mod stdout;
 
@@ -72,6 +77,9 @@ pub struct SinkContext {
     /// Turns `true` when the agent must stop now (second signal or end of the grace period):
     /// a sink then gives up retrying and returns `SinkError::ShuttingDown`.
     pub force_stop: watch::Receiver<bool>,
+    /// For network outputs: the output's resolved Secrets, retry policy and extra counters
+    /// (see `net::NetOptions`).
+    pub net: net::NetOptions,
 }
 
 impl SinkContext {
@@ -112,14 +120,11 @@ impl SinkBuildError {
 
 /// Builds the sink of one output.
 pub fn build(output: &OutputSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkBuildError> {
-    let not_available =
-        || SinkBuildError::NotAvailable { output: ctx.sink_name(output), type_: output.type_ };
     match output.type_ {
         OutputType::File => Ok(Box::new(file::FileSink::new(output, ctx)?)),
         OutputType::Stdout => Ok(Box::new(stdout::StdoutSink::new(ctx.sink_name(output)))),
-        OutputType::Elasticsearch => Err(not_available()),
-        OutputType::Loki => Err(not_available()),
-        OutputType::Kafka => Err(not_available()),
-        OutputType::Http => Err(not_available()),
+        OutputType::Elasticsearch | OutputType::Loki | OutputType::Kafka | OutputType::Http => {
+            net::build(output, ctx)
+        }
     }
 }

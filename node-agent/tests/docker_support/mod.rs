@@ -47,7 +47,9 @@ impl Engine {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         std::fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
-        for applet in ["sh", "echo", "seq", "sleep", "mkdir", "ln", "cat", "rm", "mv", "true"] {
+        for applet in
+            ["sh", "echo", "seq", "sleep", "mkdir", "ln", "cat", "rm", "mv", "true", "yes", "head", "printf"]
+        {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         let script = format!(

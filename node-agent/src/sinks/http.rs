@@ -1,0 +1,156 @@
+//! HTTP output: each batch is one POST of NDJSON (one event per line, as `crate::encode` shapes
+//! it), with the configured headers, compression and credentials.
+//!
+//! 2xx delivers the batch; 408, 429, 5xx, 401/403/404, timeouts and connection errors are
+//! retried with back-off; 413 splits the batch in halves; any other status dead-letters it.
+//! A batch re-sent after a timeout may reach the receiver twice (plain HTTP has no idempotency
+//! key); receivers that must deduplicate can key on the document's fields.
+
+use std::ops::Range;
+
+use futures::future::BoxFuture;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tailor_crds::collection::{Compression, OutputSpec, OutputType};
+
+use crate::event::Event;
+use crate::sinks::net::send::{Sender, halves, snippet};
+use crate::sinks::net::verdict::Verdict;
+use crate::sinks::net::{BuildError, NetContext, NetStats, compress};
+use crate::sinks::{Sink, SinkContext, SinkError};
+
+/// NDJSON over HTTP POST.
+#[derive(Debug)]
+pub struct HttpSink {
+    sender: Sender,
+    uri: http::Uri,
+    headers: HeaderMap,
+    compression: Compression,
+}
+
+impl HttpSink {
+    pub fn new(spec: &OutputSpec, ctx: &SinkContext) -> Result<Self, BuildError> {
+        let http = spec.http.as_ref().ok_or_else(|| BuildError::MissingSection {
+            output: spec.name.clone(),
+            type_: OutputType::Http,
+        })?;
+        let uri = parse_http_uri(&spec.name, &http.uri)?;
+        let headers = header_map(&spec.name, &http.headers)?;
+        Ok(HttpSink {
+            sender: Sender::new(&spec.name, spec.tls.as_ref(), &NetContext::new(spec, ctx))?,
+            uri,
+            headers,
+            compression: spec.compression,
+        })
+    }
+
+    async fn deliver_all(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..events.len());
+        while let Some(range) = todo.pop() {
+            let part = &events[range.clone()];
+            if part.is_empty() {
+                continue;
+            }
+            let (body, encoding) = encode_ndjson(self.compression, part).map_err(|e| SinkError::Failed {
+                sink: self.sender.name.clone(),
+                message: "compressing the body".into(),
+                source: Some(Box::new(e)),
+            })?;
+            let (verdict, resp) = self
+                .sender
+                .send_until_final(part.len(), |_| {
+                    self.sender.post(&self.uri, &body, "application/x-ndjson", encoding, &self.headers)
+                })
+                .await?;
+            match verdict {
+                Verdict::Delivered => NetStats::add(&self.sender.stats.delivered, part.len()),
+                Verdict::Split if part.len() > 1 => {
+                    let [first, second] = halves(range);
+                    todo.push(second);
+                    todo.push(first);
+                }
+                _ => {
+                    let reason = format!("http {}: {}", resp.status, snippet(&resp.body));
+                    let entries: Vec<_> = part.iter().map(|e| (e, reason.as_str())).collect();
+                    self.sender.dead_letter(&entries).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for HttpSink {
+    fn name(&self) -> &str {
+        &self.sender.name
+    }
+
+    fn deliver<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.deliver_all(events))
+    }
+}
+
+/// The NDJSON body of `events`, compressed as configured.
+pub fn encode_ndjson(
+    compression: Compression,
+    events: &[Event],
+) -> std::io::Result<(bytes::Bytes, Option<&'static str>)> {
+    let mut buf = Vec::with_capacity(events.len() * 512);
+    for ev in events {
+        crate::encode::encode_ndjson(ev, &mut buf);
+    }
+    compress::encode(compression, buf)
+}
+
+/// An absolute `http`/`https` URL.
+pub(crate) fn parse_http_uri(output: &str, url: &str) -> Result<http::Uri, BuildError> {
+    let bad = |reason: &str| BuildError::InvalidUrl {
+        output: output.into(),
+        url: url.into(),
+        reason: reason.into(),
+    };
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(bad("the scheme must be http or https")),
+    }
+    if uri.host().is_none() {
+        return Err(bad("no host"));
+    }
+    Ok(uri)
+}
+
+fn header_map(
+    output: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<HeaderMap, BuildError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let bad = || BuildError::InvalidHeader { output: output.into(), name: k.clone() };
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?;
+        map.insert(name, HeaderValue::from_str(v).map_err(|_| bad())?);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(parse_http_uri("o", "http://collector:8080/ingest").is_ok());
+        assert!(parse_http_uri("o", "https://collector/").is_ok());
+        assert!(parse_http_uri("o", "ftp://collector/").is_err());
+        assert!(parse_http_uri("o", "/relative").is_err());
+        assert!(parse_http_uri("o", "http://exa mple/").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        let ok = [("X-Api-Key".to_string(), "k".to_string())].into();
+        assert_eq!(header_map("o", &ok).unwrap()["x-api-key"], "k");
+        let bad = [("bad header".to_string(), "k".to_string())].into();
+        assert!(header_map("o", &bad).is_err());
+    }
+}
