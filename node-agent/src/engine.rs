@@ -39,6 +39,8 @@ const FINGERPRINT_LEN: u64 = 64;
 const TARGET_BUDGET: usize = 4 << 20;
 /// How long a rotated-away or deleted file is kept open after it was last seen growing.
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// A turn that read less than this sleeps a little before the next one.
+const LIGHT_TURN: usize = 64 * 1024;
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
 
@@ -310,7 +312,7 @@ impl Engine {
                 self.rescan();
                 next_rescan = now + self.cfg.rescan_interval;
             }
-            let progressed = self.read_turn();
+            let read = self.read_turn();
             self.settle(now);
             if now >= next_checkpoint {
                 self.checkpoint();
@@ -320,7 +322,11 @@ impl Engine {
                 status.send_if_modified(|s| replace_if_changed(s, self.status()));
                 next_status = now + Duration::from_millis(500);
             }
-            if !progressed {
+            if read > 0 && read < LIGHT_TURN {
+                // Little to do: gather a few more lines per turn instead of spinning on each one.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if read == 0 {
                 let wait =
                     Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()));
                 if let Some(w) = &mut self.watcher {
@@ -513,9 +519,9 @@ impl Engine {
         }
     }
 
-    /// One turn over every target whose sinks have room; returns whether anything was read.
-    fn read_turn(&mut self) -> bool {
-        let mut progressed = false;
+    /// One turn over every target whose sinks have room; returns the bytes read.
+    fn read_turn(&mut self) -> usize {
+        let mut progressed = 0;
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
@@ -542,7 +548,7 @@ impl Engine {
                         if n == 0 {
                             break;
                         }
-                        progressed = true;
+                        progressed += n;
                         budget = budget.saturating_sub(n);
                         let input = &t.inputs[t.files[fi].input];
                         for r in self.records.drain(..) {
@@ -1236,8 +1242,16 @@ fn consume(
     records: &mut Vec<Record>,
     metrics: &Metrics,
 ) -> usize {
-    scratch.truncate(n);
-    let data = scratch.split().freeze();
+    // Events hold slices of the buffer until every sink delivered them: a small read is copied
+    // out so that many quiet files do not each pin a whole read buffer.
+    let data = if n < scratch.len() / 8 {
+        let d = bytes::Bytes::copy_from_slice(&scratch[..n]);
+        scratch.clear();
+        d
+    } else {
+        scratch.truncate(n);
+        scratch.split().freeze()
+    };
     f.at_eof = false;
     f.last_growth = Instant::now();
     let start = f.read_offset;
