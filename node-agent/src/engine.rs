@@ -39,6 +39,8 @@ const FINGERPRINT_LEN: u64 = 64;
 const TARGET_BUDGET: usize = 4 << 20;
 /// How long a rotated-away or deleted file is kept open after it was last seen growing.
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// A turn that read less than this sleeps a little before the next one.
+const LIGHT_TURN: usize = 64 * 1024;
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
 
@@ -185,6 +187,16 @@ struct Tracked {
     /// For a copy that goes on from where its original was read: the original's ledger, whose
     /// events in flight still hold the commit back.
     floor: Option<Ledger>,
+    /// A compressed rotated file (`.gz`): offsets count decompressed bytes.
+    gz: Option<GzState>,
+}
+
+/// Reading a `.gz` file: the decoder while open, and when to try again after it failed (a file
+/// still being compressed ends early).
+#[derive(Default)]
+struct GzState {
+    decoder: Option<Box<flate2::read::MultiGzDecoder<File>>>,
+    retry_at: Option<Instant>,
 }
 
 impl Tracked {
@@ -281,6 +293,11 @@ impl Engine {
         let mut next_rescan = Instant::now();
         let mut next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
         let mut next_status = Instant::now();
+        // A configuration published before the engine started counts too.
+        let initial = config.borrow_and_update().clone();
+        if let Some(a) = initial {
+            self.apply(a);
+        }
         while shutdown.level() == 0 {
             let now = Instant::now();
             self.metrics.heartbeat.store(unix_now() as i64, Ordering::Relaxed);
@@ -295,7 +312,7 @@ impl Engine {
                 self.rescan();
                 next_rescan = now + self.cfg.rescan_interval;
             }
-            let progressed = self.read_turn();
+            let read = self.read_turn();
             self.settle(now);
             if now >= next_checkpoint {
                 self.checkpoint();
@@ -305,7 +322,11 @@ impl Engine {
                 status.send_if_modified(|s| replace_if_changed(s, self.status()));
                 next_status = now + Duration::from_millis(500);
             }
-            if !progressed {
+            if read > 0 && read < LIGHT_TURN {
+                // Little to do: gather a few more lines per turn instead of spinning on each one.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if read == 0 {
                 let wait =
                     Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()));
                 if let Some(w) = &mut self.watcher {
@@ -498,9 +519,9 @@ impl Engine {
         }
     }
 
-    /// One turn over every target whose sinks have room; returns whether anything was read.
-    fn read_turn(&mut self) -> bool {
-        let mut progressed = false;
+    /// One turn over every target whose sinks have room; returns the bytes read.
+    fn read_turn(&mut self) -> usize {
+        let mut progressed = 0;
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
@@ -527,7 +548,7 @@ impl Engine {
                         if n == 0 {
                             break;
                         }
-                        progressed = true;
+                        progressed += n;
                         budget = budget.saturating_sub(n);
                         let input = &t.inputs[t.files[fi].input];
                         for r in self.records.drain(..) {
@@ -577,6 +598,9 @@ impl Engine {
                     let release = (gone || draining) && done_reading && f.ledger.lock().in_flight() == 0;
                     if release {
                         if f.file.take().is_some() {
+                            open_files -= 1;
+                        }
+                        if f.gz.as_mut().and_then(|g| g.decoder.take()).is_some() {
                             open_files -= 1;
                         }
                         Metrics::add(&metrics.files_released, 1);
@@ -957,7 +981,7 @@ fn scan_target(
                 f.path = m.path.clone();
                 f.rel = m.rel.clone();
                 f.root = Some(root.clone());
-                if st.len() < f.read_offset {
+                if f.gz.is_none() && st.len() < f.read_offset {
                     truncated(f, metrics, &mut t.recent);
                 }
                 continue;
@@ -967,7 +991,14 @@ fn scan_target(
             }
             let Ok(file) = root.open_file(&m.rel) else { continue };
             let Ok(fst) = file.metadata() else { continue };
-            let (fp, fp_len) = fingerprint(&file, fst.len());
+            let is_gz = m.path.extension().is_some_and(|e| e == "gz");
+            // Offsets in a compressed file count decompressed bytes; its length is not known.
+            let content_len = if is_gz { u64::MAX } else { fst.len() };
+            let (fp, fp_len) =
+                if is_gz { gz_fingerprint(&file, FINGERPRINT_LEN) } else { fingerprint(&file, fst.len()) };
+            if fp_len == 0 {
+                continue;
+            }
             let id = FileId { dev: fst.dev(), ino: fst.ino(), fingerprint: fp };
             if t.files.iter().any(|f| f.id.dev == id.dev && f.id.ino == id.ino) {
                 continue;
@@ -975,8 +1006,14 @@ fn scan_target(
             let key = (t.key.clone(), id.dev, id.ino);
             let resumed = match orphans.remove(&key) {
                 Some(o) => {
-                    let same = o.fingerprint_len <= fp_len as u32
-                        && fingerprint_prefix(&file, u64::from(o.fingerprint_len)) == Some(o.fingerprint);
+                    let prefix = if is_gz {
+                        Some(gz_fingerprint(&file, u64::from(o.fingerprint_len)))
+                            .filter(|(_, n)| *n == u64::from(o.fingerprint_len))
+                            .map(|(fp, _)| fp)
+                    } else {
+                        fingerprint_prefix(&file, u64::from(o.fingerprint_len))
+                    };
+                    let same = o.fingerprint_len <= fp_len as u32 && prefix == Some(o.fingerprint);
                     if !same {
                         // Its inode now holds other bytes (reuse, or truncated while the agent was
                         // down): keep what was read of the old content for a copy of it to find.
@@ -985,7 +1022,7 @@ fn scan_target(
                             FileCheckpoint { dev: 0, ino: o.fingerprint, ..o },
                         );
                     }
-                    (same && o.offset <= fst.len()).then_some(o.offset)
+                    (same && o.offset <= content_len).then_some(o.offset)
                 }
                 None => None,
             };
@@ -1000,14 +1037,15 @@ fn scan_target(
                     fp,
                     fp_len as u32,
                     &m.path,
-                    fst.len(),
+                    content_len,
+                    is_gz,
                 )
             };
             let floor = copy_of.as_ref().and_then(|(_, l)| l.clone());
             let offset = match (resumed, copy_of.map(|(o, _)| o)) {
                 (Some(o), _) => o,
                 (None, Some(o)) => o,
-                (None, None) if first && start == StartPosition::End => fst.len(),
+                (None, None) if first && start == StartPosition::End => content_len,
                 (None, None) => 0,
             };
             let mut tracked = Tracked {
@@ -1026,9 +1064,10 @@ fn scan_target(
                 last_growth: Instant::now(),
                 at_eof: false,
                 floor,
+                gz: is_gz.then(GzState::default),
             };
             drop(file);
-            tracked.at_eof = tracked.read_offset >= fst.len();
+            tracked.at_eof = !is_gz && tracked.read_offset >= fst.len();
             t.files.push(tracked);
         }
     }
@@ -1049,6 +1088,7 @@ fn find_copy_origin(
     fp_len: u32,
     path: &Path,
     len: u64,
+    is_gz: bool,
 ) -> Option<(u64, Option<Ledger>)> {
     let name = path.file_name()?.as_encoded_bytes();
     let extends = |orig: &Path| {
@@ -1060,6 +1100,13 @@ fn find_copy_origin(
     if let Some(live) =
         files.iter_mut().find(|f| f.id.fingerprint == fp && f.fingerprint_len == fp_len && extends(&f.path))
     {
+        if is_gz {
+            // A rotated file compressed while it is still open here: it is drained through its
+            // descriptor, so the compressed copy adds nothing.
+            let size =
+                live.file.as_ref().and_then(|f| f.metadata().ok()).map_or(live.read_offset, |m| m.len());
+            return Some((size, Some(live.ledger.clone())));
+        }
         let boundary = live.read_offset - live.splitter.pending() as u64;
         if live.read_offset < len {
             // What the copy holds is read from the copy; the original's commit skips it once
@@ -1129,6 +1176,14 @@ fn read_file(
     recent: &mut Vec<Recent>,
     metrics: &Metrics,
 ) -> usize {
+    if f.gz.is_some() {
+        let n = read_gz(f, open_files, cfg, scratch);
+        if n == 0 {
+            f.at_eof = true;
+            return 0;
+        }
+        return consume(f, n, scratch, lines, records, metrics);
+    }
     if f.file.is_none() {
         if !f.present || *open_files >= cfg.max_open_files {
             // A file that is gone and was closed cannot be reopened; one over the limit waits.
@@ -1174,8 +1229,29 @@ fn read_file(
         f.at_eof = true;
         return 0;
     }
-    scratch.truncate(n);
-    let data = scratch.split().freeze();
+    let _ = inputs;
+    consume(f, n, scratch, lines, records, metrics)
+}
+
+/// Splits and decodes the `n` bytes just read into `scratch`.
+fn consume(
+    f: &mut Tracked,
+    n: usize,
+    scratch: &mut BytesMut,
+    lines: &mut Vec<Line>,
+    records: &mut Vec<Record>,
+    metrics: &Metrics,
+) -> usize {
+    // Events hold slices of the buffer until every sink delivered them: a small read is copied
+    // out so that many quiet files do not each pin a whole read buffer.
+    let data = if n < scratch.len() / 8 {
+        let d = bytes::Bytes::copy_from_slice(&scratch[..n]);
+        scratch.clear();
+        d
+    } else {
+        scratch.truncate(n);
+        scratch.split().freeze()
+    };
     f.at_eof = false;
     f.last_growth = Instant::now();
     let start = f.read_offset;
@@ -1183,6 +1259,7 @@ fn read_file(
     // A fingerprint taken over fewer bytes than usual (a young or truncated file) is completed
     // once nothing of the file is in flight under the old identity.
     if u64::from(f.fingerprint_len) < FINGERPRINT_LEN.min(f.read_offset)
+        && f.gz.is_none()
         && f.ledger.lock().in_flight() == 0
         && let Some(file) = &f.file
     {
@@ -1197,7 +1274,6 @@ fn read_file(
     f.splitter.push(data, start, lines);
     Metrics::add(&metrics.lines_read, lines.len() as u64);
     let before = f.decoder.malformed;
-    let _ = inputs;
     for l in lines.drain(..) {
         if l.truncated {
             Metrics::add(&metrics.lines_truncated, 1);
@@ -1206,6 +1282,54 @@ fn read_file(
     }
     Metrics::add(&metrics.lines_malformed, f.decoder.malformed - before);
     n
+}
+
+/// Reads decompressed bytes of a `.gz` file into `scratch`, (re)opening it at `read_offset`.
+/// A file that ends early (still being compressed) is closed and tried again a second later.
+fn read_gz(f: &mut Tracked, open_files: &mut usize, cfg: &EngineConfig, scratch: &mut BytesMut) -> usize {
+    let Some(gz) = &mut f.gz else { return 0 };
+    if gz.decoder.is_none() {
+        if !f.present || *open_files >= cfg.max_open_files || gz.retry_at.is_some_and(|t| Instant::now() < t)
+        {
+            return 0;
+        }
+        let Some(root) = &f.root else { return 0 };
+        let Ok(file) = root.open_file(&f.rel) else { return 0 };
+        if !file.metadata().is_ok_and(|m| m.dev() == f.id.dev && m.ino() == f.id.ino) {
+            return 0;
+        }
+        let mut dec = flate2::read::MultiGzDecoder::new(file);
+        match std::io::copy(&mut (&mut dec).take(f.read_offset), &mut std::io::sink()) {
+            Ok(k) if k == f.read_offset => {}
+            _ => {
+                gz.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                return 0;
+            }
+        }
+        gz.decoder = Some(Box::new(dec));
+        *open_files += 1;
+    }
+    let Some(dec) = &mut gz.decoder else { return 0 };
+    scratch.clear();
+    scratch.resize(cfg.read_bytes, 0);
+    match dec.read(&mut scratch[..]) {
+        Ok(n) => n,
+        Err(_) => {
+            gz.decoder = None;
+            *open_files -= 1;
+            gz.retry_at = Some(Instant::now() + Duration::from_secs(1));
+            0
+        }
+    }
+}
+
+/// FNV-1a of the first `n` decompressed bytes of a `.gz` file (fewer if it is shorter or still
+/// being written), and how many bytes that was.
+fn gz_fingerprint(file: &File, n: u64) -> (u64, u64) {
+    let mut buf = Vec::with_capacity(n as usize);
+    let mut dec = flate2::read::MultiGzDecoder::new(file);
+    let _ = (&mut dec).take(n).read_to_end(&mut buf);
+    (fnv1a(&buf), buf.len() as u64)
 }
 
 /// FNV-1a of the first `min(len, FINGERPRINT_LEN)` bytes, and that length.
