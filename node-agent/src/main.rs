@@ -110,6 +110,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while the agent starts must stop it gracefully (a
+    // final checkpoint), not kill it with the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating state dir {}", args.state_dir.display()))?;
     // Writable layers of Docker containers: docker mode, and Kubernetes nodes on cri-dockerd.
@@ -207,8 +211,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .name("collection".into())
         .spawn(move || engine.run(config_rx, status_tx, engine_shutdown))?;
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = engine_thread.join();

@@ -14,6 +14,7 @@ use tailor_crds::backup::BackupCompression;
 use tailor_crds::node::{FORMAT_VERSION, NodeLogConfig, NodeLogConfigSpec};
 
 fn agent(dir: &Path) -> Child {
+    let log = OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
         .args(["run", "--node-name", "node-1", "--checkpoint-interval", "1s"])
         .arg("--host-root")
@@ -24,9 +25,10 @@ fn agent(dir: &Path) -> Child {
         .arg(dir.join("config.yaml"))
         .arg("--backup-root")
         .arg(dir.join("backup"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("tailor-agent binary")
 }
@@ -86,7 +88,13 @@ fn sigkill_loop_then_sigterm_leaves_an_identical_backup() {
         child.wait().unwrap();
     }
     // A last run, stopped gracefully once it caught up.
+    let applied = |d: &Path| {
+        fs::read_to_string(d.join("agent.log")).unwrap_or_default().matches("configuration applied").count()
+    };
+    let applied_before = applied(dir.path());
     let mut child = agent(dir.path());
+    // SIGTERM only once this incarnation runs (before that the default action would kill it).
+    wait_until("the agent to apply its configuration", || applied(dir.path()) > applied_before);
     wait_until("the backup to catch up", || {
         logs.iter().zip(&pods).all(|(l, p)| {
             fs::metadata(backup.join(p.destination()).join("0.log")).map(|m| m.len()).ok()
