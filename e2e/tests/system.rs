@@ -362,7 +362,17 @@ async fn change(mut scene: Scene, agents: bool) -> Result<()> {
         wait_acknowledged(&scene, &shop.nodes).await?;
     }
     let others: Vec<String> = shop.nodes[1..].iter().map(|n| n.name.clone()).collect();
-    let before = observe::resource_versions(&scene.client, &[], &others).await?;
+    // The agents finish reporting what they found (files discovered after the acknowledgement)
+    // before the snapshot: from then on the other nodes' objects must not move at all.
+    let mut before = observe::resource_versions(&scene.client, &[], &others).await?;
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let now = observe::resource_versions(&scene.client, &[], &others).await?;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let before_n0 = node_config(&scene.client, n0).await?.context("config of the first node")?;
 
     let pods: Api<Pod> = Api::namespaced(scene.client.clone(), &shop.ns);
