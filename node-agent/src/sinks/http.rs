@@ -6,16 +6,13 @@
 //! A batch re-sent after a timeout may reach the receiver twice (plain HTTP has no idempotency
 //! key); receivers that must deduplicate can key on the document's fields.
 
-use std::ops::Range;
-
 use futures::future::BoxFuture;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tailor_crds::collection::{Compression, OutputSpec, OutputType};
 
 use crate::event::Event;
-use crate::sinks::net::send::{Sender, halves, snippet};
-use crate::sinks::net::verdict::Verdict;
-use crate::sinks::net::{BuildError, NetContext, NetStats, compress};
+use crate::sinks::net::send::Sender;
+use crate::sinks::net::{BuildError, NetContext, compress};
 use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// NDJSON over HTTP POST.
@@ -44,39 +41,11 @@ impl HttpSink {
     }
 
     async fn deliver_all(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        let mut todo: Vec<Range<usize>> = Vec::with_capacity(8);
-        todo.push(0..events.len());
-        while let Some(range) = todo.pop() {
-            let part = &events[range.clone()];
-            if part.is_empty() {
-                continue;
-            }
-            let (body, encoding) = encode_ndjson(self.compression, part).map_err(|e| SinkError::Failed {
-                sink: self.sender.name.clone(),
-                message: "compressing the body".into(),
-                source: Some(Box::new(e)),
-            })?;
-            let (verdict, resp) = self
-                .sender
-                .send_until_final(part.len(), |_| {
-                    self.sender.post(&self.uri, &body, "application/x-ndjson", encoding, &self.headers)
-                })
-                .await?;
-            match verdict {
-                Verdict::Delivered => NetStats::add(&self.sender.stats.delivered, part.len()),
-                Verdict::Split if part.len() > 1 => {
-                    let [first, second] = halves(range);
-                    todo.push(second);
-                    todo.push(first);
-                }
-                _ => {
-                    let reason = format!("http {}: {}", resp.status, snippet(&resp.body));
-                    let entries: Vec<_> = part.iter().map(|e| (e, reason.as_str())).collect();
-                    self.sender.dead_letter(&entries).await?;
-                }
-            }
-        }
-        Ok(())
+        let compression = self.compression;
+        let encode = |part: &[Event]| encode_ndjson(compression, part);
+        self.sender
+            .post_splitting(events, "http", &self.uri, "application/x-ndjson", &self.headers, encode)
+            .await
     }
 }
 

@@ -14,7 +14,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::ops::Range;
 
 use futures::future::BoxFuture;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -22,9 +21,8 @@ use tailor_crds::collection::{Compression, OutputSpec, OutputType};
 
 use crate::event::Event;
 use crate::sinks::http::parse_http_uri;
-use crate::sinks::net::send::{Sender, halves, snippet};
-use crate::sinks::net::verdict::Verdict;
-use crate::sinks::net::{BuildError, NetContext, NetStats, compress, fields};
+use crate::sinks::net::send::Sender;
+use crate::sinks::net::{BuildError, NetContext, compress, fields};
 use crate::sinks::{Sink, SinkContext, SinkError};
 
 /// Label name → event field.
@@ -138,42 +136,13 @@ impl LokiSink {
     }
 
     async fn deliver_all(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        let mut todo: Vec<Range<usize>> = Vec::with_capacity(8);
-        todo.push(0..events.len());
-        while let Some(range) = todo.pop() {
-            let part = &events[range.clone()];
-            if part.is_empty() {
-                continue;
-            }
+        let (compression, labels) = (self.compression, &self.labels);
+        let encode = |part: &[Event]| {
             let mut buf = Vec::with_capacity(part.len() * 640);
-            write_push(&mut buf, &self.labels, part);
-            let (body, encoding) =
-                compress::encode(self.compression, buf).map_err(|e| SinkError::Failed {
-                    sink: self.sender.name.clone(),
-                    message: "compressing the body".into(),
-                    source: Some(Box::new(e)),
-                })?;
-            let (verdict, resp) = self
-                .sender
-                .send_until_final(part.len(), |_| {
-                    self.sender.post(&self.uri, &body, "application/json", encoding, &self.headers)
-                })
-                .await?;
-            match verdict {
-                Verdict::Delivered => NetStats::add(&self.sender.stats.delivered, part.len()),
-                Verdict::Split if part.len() > 1 => {
-                    let [first, second] = halves(range);
-                    todo.push(second);
-                    todo.push(first);
-                }
-                _ => {
-                    let reason = format!("loki {}: {}", resp.status, snippet(&resp.body));
-                    let entries: Vec<_> = part.iter().map(|e| (e, reason.as_str())).collect();
-                    self.sender.dead_letter(&entries).await?;
-                }
-            }
-        }
-        Ok(())
+            write_push(&mut buf, labels, part);
+            compress::encode(compression, buf)
+        };
+        self.sender.post_splitting(events, "loki", &self.uri, "application/json", &self.headers, encode).await
     }
 }
 

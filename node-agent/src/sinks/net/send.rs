@@ -82,6 +82,50 @@ impl Sender {
         req
     }
 
+    /// POSTs `events` to `uri` as bodies built by `encode`, one request per batch: a 413 splits
+    /// the batch in halves, a final refusal dead-letters it (`kind` names the destination in
+    /// the reason). The delivery loop of the sinks whose batch is one POST.
+    pub async fn post_splitting(
+        &self,
+        events: &[Event],
+        kind: &str,
+        uri: &http::Uri,
+        content_type: &'static str,
+        headers: &HeaderMap,
+        mut encode: impl FnMut(&[Event]) -> std::io::Result<(Bytes, Option<&'static str>)>,
+    ) -> Result<(), SinkError> {
+        let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..events.len());
+        while let Some(range) = todo.pop() {
+            let part = &events[range.clone()];
+            if part.is_empty() {
+                continue;
+            }
+            let (body, encoding) = encode(part).map_err(|e| SinkError::Failed {
+                sink: self.name.clone(),
+                message: "compressing the body".into(),
+                source: Some(Box::new(e)),
+            })?;
+            let (verdict, resp) = self
+                .send_until_final(part.len(), |_| self.post(uri, &body, content_type, encoding, headers))
+                .await?;
+            match verdict {
+                Verdict::Delivered => NetStats::add(&self.stats.delivered, part.len()),
+                Verdict::Split if part.len() > 1 => {
+                    let [first, second] = halves(range);
+                    todo.push(second);
+                    todo.push(first);
+                }
+                _ => {
+                    let reason = format!("{kind} {}: {}", resp.status, snippet(&resp.body));
+                    let entries: Vec<_> = part.iter().map(|e| (e, reason.as_str())).collect();
+                    self.dead_letter(&entries).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends requests built by `make(attempt)` until one gets a status that is not transient
     /// (`Delivered`, `Split` or `Reject`); transport errors, timeouts and transient statuses
     /// are retried with jittered exponential back-off. `events` is for the counters.
