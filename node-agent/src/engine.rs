@@ -6,9 +6,10 @@
 //! file state; sinks run as async tasks behind bounded queues. A target whose sink queue is full
 //! is skipped (back-pressure) while the others go on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ const TARGET_BUDGET: usize = 4 << 20;
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// A turn that read less than this sleeps a little before the next one.
 const LIGHT_TURN: usize = 64 * 1024;
+/// A file at its end is read again when inotify reports it modified, or after this long: events
+/// can be missed (queue overflow, the watch limit, some FUSE mounts), so idle files are still
+/// polled, but a thousand of them cost a few reads per second each instead of one per turn.
+const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
 
@@ -184,6 +189,8 @@ struct Tracked {
     present: bool,
     last_growth: Instant,
     at_eof: bool,
+    /// When a file at its end is read again without an inotify event (`IDLE_POLL`).
+    next_poll: Instant,
     /// For a copy that goes on from where its original was read: the original's ledger, whose
     /// events in flight still hold the commit back.
     floor: Option<Ledger>,
@@ -233,6 +240,8 @@ pub struct Engine {
     records: Vec<Record>,
     out: Vec<Event>,
     watcher: Option<DirWatcher>,
+    /// Files inotify reported modified since the last turn: read even if at their end.
+    woken: HashSet<PathBuf>,
     /// Tasks of replaced sinks, delivering what they still hold.
     retired: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -278,6 +287,7 @@ impl Engine {
             lines: Vec::new(),
             records: Vec::new(),
             out: Vec::new(),
+            woken: HashSet::new(),
             retired: Vec::new(),
         }
     }
@@ -312,7 +322,7 @@ impl Engine {
                 self.rescan();
                 next_rescan = now + self.cfg.rescan_interval;
             }
-            let read = self.read_turn();
+            let read = self.read_turn(now);
             self.settle(now);
             if now >= next_checkpoint {
                 self.checkpoint();
@@ -326,16 +336,20 @@ impl Engine {
                 // Little to do: gather a few more lines per turn instead of spinning on each one.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if read == 0 {
-                let wait =
-                    Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()));
-                if let Some(w) = &mut self.watcher {
-                    if w.wait(wait) {
+            // Wait for a change when idle; when busy, only take the events already queued.
+            let wait = if read == 0 {
+                Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()))
+            } else {
+                Duration::ZERO
+            };
+            match &mut self.watcher {
+                Some(w) => {
+                    if w.wait(wait, &mut self.woken) {
                         next_rescan = Instant::now();
                     }
-                } else {
-                    std::thread::sleep(wait);
                 }
+                None if read == 0 => std::thread::sleep(wait),
+                None => {}
             }
         }
         self.stop(&shutdown);
@@ -519,20 +533,29 @@ impl Engine {
         }
     }
 
-    /// One turn over every target whose sinks have room; returns the bytes read.
-    fn read_turn(&mut self) -> usize {
+    /// One turn over every target whose sinks have room and that has a file worth reading;
+    /// returns the bytes read.
+    fn read_turn(&mut self, now: Instant) -> usize {
         let mut progressed = 0;
+        let woken = std::mem::take(&mut self.woken);
+        let due = |f: &Tracked| !f.at_eof || now >= f.next_poll || woken.contains(&f.path);
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
             }
             for t in coll.targets.values_mut() {
+                if !t.files.iter().any(due) {
+                    continue;
+                }
                 let Some(permits) = reserve(&coll.sinks) else {
                     Metrics::add(&self.metrics.backpressure_waits, 1);
                     continue;
                 };
                 let mut budget = TARGET_BUDGET;
                 for fi in 0..t.files.len() {
+                    if !due(&t.files[fi]) {
+                        continue;
+                    }
                     while budget > 0 {
                         let n = read_file(
                             &mut t.files[fi],
@@ -546,6 +569,7 @@ impl Engine {
                             &self.metrics,
                         );
                         if n == 0 {
+                            t.files[fi].next_poll = now + IDLE_POLL;
                             break;
                         }
                         progressed += n;
@@ -1063,6 +1087,7 @@ fn scan_target(
                 present: true,
                 last_growth: Instant::now(),
                 at_eof: false,
+                next_poll: Instant::now(),
                 floor,
                 gz: is_gz.then(GzState::default),
             };
@@ -1356,7 +1381,9 @@ fn now_nanos() -> i64 {
 /// periodic rescan repairs anything it missed (including an overflowed queue).
 struct DirWatcher {
     fd: OwnedFd,
-    watched: HashMap<PathBuf, ()>,
+    /// Watched directories, by path and by watch descriptor.
+    watched: HashMap<PathBuf, i32>,
+    dirs: HashMap<i32, PathBuf>,
     buf: Vec<std::mem::MaybeUninit<u8>>,
 }
 
@@ -1364,7 +1391,12 @@ impl DirWatcher {
     fn new() -> std::io::Result<Self> {
         use rustix::fs::inotify;
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-        Ok(Self { fd, watched: HashMap::new(), buf: vec![std::mem::MaybeUninit::uninit(); 16 * 1024] })
+        Ok(Self {
+            fd,
+            watched: HashMap::new(),
+            dirs: HashMap::new(),
+            buf: vec![std::mem::MaybeUninit::uninit(); 16 * 1024],
+        })
     }
 
     fn watch(&mut self, dir: &Path) {
@@ -1378,13 +1410,15 @@ impl DirWatcher {
             | WatchFlags::DELETE
             | WatchFlags::MODIFY
             | WatchFlags::ONLYDIR;
-        if rustix::fs::inotify::add_watch(&self.fd, dir, flags).is_ok() {
-            self.watched.insert(dir.to_path_buf(), ());
+        if let Ok(wd) = rustix::fs::inotify::add_watch(&self.fd, dir, flags) {
+            self.watched.insert(dir.to_path_buf(), wd);
+            self.dirs.insert(wd, dir.to_path_buf());
         }
     }
 
-    /// Waits up to `timeout` for a change; returns whether files appeared or moved (rescan).
-    fn wait(&mut self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for a change; adds the files written to `woken` and returns
+    /// whether files appeared or moved (rescan).
+    fn wait(&mut self, timeout: Duration, woken: &mut HashSet<PathBuf>) -> bool {
         use rustix::event::{PollFd, PollFlags, poll};
         use rustix::fs::inotify::ReadFlags;
         let ts = rustix::time::Timespec {
@@ -1408,6 +1442,11 @@ impl DirWatcher {
             ) {
                 rescan = true;
             }
+            if f.contains(ReadFlags::MODIFY)
+                && let (Some(dir), Some(name)) = (self.dirs.get(&ev.wd()), ev.file_name())
+            {
+                woken.insert(dir.join(std::ffi::OsStr::from_bytes(name.to_bytes())));
+            }
             if f.contains(ReadFlags::IGNORED) {
                 rescan = true;
             }
@@ -1415,6 +1454,7 @@ impl DirWatcher {
         if rescan {
             // Directories that vanished are watched again when they come back.
             self.watched.retain(|p, _| p.is_dir());
+            self.dirs.retain(|_, p| self.watched.contains_key(p));
         }
         rescan
     }
