@@ -342,14 +342,16 @@ impl Engine {
             } else {
                 Duration::ZERO
             };
-            match &mut self.watcher {
-                Some(w) => {
-                    if w.wait(wait, &mut self.woken) {
-                        next_rescan = Instant::now();
-                    }
+            let changed = match &mut self.watcher {
+                Some(w) => w.wait(wait, &mut self.woken),
+                None if read == 0 => {
+                    std::thread::sleep(wait);
+                    false
                 }
-                None if read == 0 => std::thread::sleep(wait),
-                None => {}
+                None => false,
+            };
+            if changed {
+                next_rescan = Instant::now();
             }
         }
         self.stop(&shutdown);

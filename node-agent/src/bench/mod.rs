@@ -334,12 +334,7 @@ fn run_fluent_bit(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Re
         dir.display()
     );
     fs::write(dir.join("fb.conf"), conf)?;
-    let mut child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("fb.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_peer(bin, &["-c"], &dir.join("fb.conf"))?;
     measure(&mut child, &dir.join("out"), expect)
 }
 
@@ -355,16 +350,16 @@ fn run_vector(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result
         dir.display()
     );
     fs::write(dir.join("vector.toml"), conf)?;
-    let mut child = Command::new(bin)
-        .args(["--quiet", "-c"])
-        .arg(dir.join("vector.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_peer(bin, &["--quiet", "-c"], &dir.join("vector.toml"))?;
     measure(&mut child, &dir.join("out"), expect)
 }
 
-fn measure(child: &mut Child, out: &Path, expect: u64) -> anyhow::Result<Figures> {
+/// Starts a peer agent on its configuration file, quiet.
+fn spawn_peer(bin: &Path, args: &[&str], conf: &Path) -> std::io::Result<Child> {
+    Command::new(bin).args(args).arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+}
+
+pub(crate) fn measure(child: &mut Child, out: &Path, expect: u64) -> anyhow::Result<Figures> {
     let start = Instant::now();
     let res = wait_until(child, expect, &mut file_lines(out.to_path_buf()));
     finish(child, start, expect, res)

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::receiver::Receiver;
-use super::{BenchArgs, Figures, LINE_BYTES, file_lines, finish, spawn_tailor, stop, wait_until};
+use super::{
+    BenchArgs, Figures, LINE_BYTES, file_lines, finish, measure, spawn_peer, spawn_tailor, wait_until,
+};
 
 /// The outputs measured, as (name, output YAML with `{addr}` for the receiver).
 const OUTPUTS: [(&str, &str); 4] = [
@@ -195,12 +197,7 @@ fn run_fluent_bit(
     );
     fs::write(dir.join("fb.conf"), conf)?;
     receiver.reset();
-    let mut child = std::process::Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("fb.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let mut child = spawn_peer(bin, &["-c"], &dir.join("fb.conf"))?;
     let start = Instant::now();
     let res = wait_until(&mut child, n, &mut || receiver.events());
     finish(&mut child, start, n, res)
@@ -244,19 +241,8 @@ encoding.codec = "json"
         input = input.display()
     );
     fs::write(dir.join("vector.toml"), conf)?;
-    let mut child = std::process::Command::new(bin)
-        .args(["--quiet", "-c"])
-        .arg(dir.join("vector.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    let res = wait_until(&mut child, n, &mut file_lines(dir.join("out")));
-    let f = finish(&mut child, start, n, res);
-    if f.is_err() {
-        stop(&mut child);
-    }
-    f
+    let mut child = spawn_peer(bin, &["--quiet", "-c"], &dir.join("vector.toml"))?;
+    measure(&mut child, &dir.join("out"), n)
 }
 
 #[cfg(test)]
