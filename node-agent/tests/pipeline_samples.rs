@@ -132,12 +132,14 @@ fn java_exception_with_causes_on_stderr_between_stdout_lines() {
     );
     let got: Vec<(u64, Option<StdStream>, usize)> =
         out.iter().map(|e| (e.offset, e.stream, text(e).lines().count())).collect();
-    assert_eq!(got, [(100, e, 1), (300, o, 1), (900, e, 7), (1000, o, 1)]);
-    let trace = text(&out[2]);
-    assert!(trace.starts_with("org.springframework.web.util.NestedServletException"));
+    // Spring's message line and the exception it announced are one event.
+    assert_eq!(got, [(300, o, 1), (900, e, 8), (1000, o, 1)]);
+    let trace = text(&out[1]);
+    assert!(trace.starts_with("2024-05-01 10:00:00.123 ERROR 1"));
+    assert!(trace.contains("threw exception\norg.springframework.web.util.NestedServletException"));
     assert!(trace.contains("\nCaused by: java.lang.IllegalStateException") && trace.ends_with("omitted"));
     // Timestamp of a joined event: its first line's.
-    assert_eq!(out[2].timestamp_nanos, 1);
+    assert_eq!(out[1].timestamp_nanos, 0);
 }
 
 #[test]
