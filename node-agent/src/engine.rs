@@ -30,6 +30,7 @@ use crate::checkpoint::{CheckpointKey, CheckpointStore, FileCheckpoint, fnv1a};
 use crate::decode::{Decoder, Format, Line, Record, Splitter};
 use crate::event::{Event, EventFlags, FileId, TargetMeta};
 use crate::metrics::Metrics;
+use crate::pipeline::PipelineCounters;
 use crate::process::{Processor, build_processor};
 use crate::resolve::{InRoot, RootfsLocator, input_root};
 use crate::sinks::{self, Chunk, SinkContext, SinkHandle, spawn_sink};
@@ -133,6 +134,8 @@ struct Collection {
     sinks: Vec<SinkHandle>,
     sink_error: Option<String>,
     targets: BTreeMap<String, Target>,
+    /// Shared by the pipelines of its targets, kept across configuration changes.
+    counters: Arc<PipelineCounters>,
 }
 
 struct Target {
@@ -141,6 +144,8 @@ struct Target {
     spec: CollectionTarget,
     processor: Box<dyn Processor>,
     processor_error: Option<String>,
+    /// What a replaced processor still held (a multiline event): sent before anything newer.
+    held: Vec<Event>,
     inputs: Vec<InputState>,
     files: Vec<Tracked>,
     errors: Vec<String>,
@@ -406,6 +411,7 @@ impl Engine {
                                 sinks,
                                 sink_error,
                                 targets: BTreeMap::new(),
+                                counters: Arc::default(),
                             },
                         );
                     }
@@ -427,8 +433,10 @@ impl Engine {
                         t.draining = false;
                         t.source_generation = spec.source.generation;
                         if rebuild || *t.meta != *meta {
-                            let (p, e) = processor(&spec, &meta);
-                            t.processor = p;
+                            let (p, e) = processor(&spec, &meta, &coll.counters);
+                            // What the old pipeline holds was read: it is sent, not dropped.
+                            let mut old = std::mem::replace(&mut t.processor, p);
+                            old.flush(Instant::now(), true, &mut t.held);
                             t.processor_error = e;
                             t.meta = meta;
                         }
@@ -438,7 +446,7 @@ impl Engine {
                         t.spec = tspec.clone();
                     }
                     None => {
-                        let (p, e) = processor(&spec, &meta);
+                        let (p, e) = processor(&spec, &meta, &coll.counters);
                         coll.targets.insert(
                             tkey,
                             Target {
@@ -447,6 +455,7 @@ impl Engine {
                                 spec: tspec.clone(),
                                 processor: p,
                                 processor_error: e,
+                                held: Vec::new(),
                                 inputs: input_states(&tspec.inputs),
                                 files: Vec::new(),
                                 errors: Vec::new(),
@@ -510,6 +519,8 @@ impl Engine {
                 s.push((h.name.clone(), h.stats.clone()));
             }
         }
+        let mut p = self.metrics.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        *p = self.collections.iter().map(|(key, c)| (key.clone(), c.counters.clone())).collect();
     }
 
     /// Expands every input and reconciles the tracked files with what is on disk now.
@@ -546,13 +557,14 @@ impl Engine {
                 continue;
             }
             for t in coll.targets.values_mut() {
-                if !t.files.iter().any(due) {
+                if !t.files.iter().any(due) && !t.processor.holds() && t.held.is_empty() {
                     continue;
                 }
                 let Some(permits) = reserve(&coll.sinks) else {
                     Metrics::add(&self.metrics.backpressure_waits, 1);
                     continue;
                 };
+                self.out.append(&mut t.held);
                 let mut budget = TARGET_BUDGET;
                 for fi in 0..t.files.len() {
                     if !due(&t.files[fi]) {
@@ -597,7 +609,9 @@ impl Engine {
                         }
                     }
                 }
-                t.processor.flush(Instant::now(), false, &mut self.out);
+                // A target going away flushes what multiline holds once its files are read.
+                let drained = t.draining && t.files.iter().all(|f| f.at_eof);
+                t.processor.flush(Instant::now(), drained, &mut self.out);
                 if !self.out.is_empty() {
                     send_chunk(t, &mut self.out, permits, coll.sinks.len() as u32, &self.metrics);
                 }
@@ -618,10 +632,13 @@ impl Engine {
                 let src_gen = t.source_generation;
                 let inputs = &t.inputs;
                 let orphans = &mut self.orphans;
+                // Held events still need their files' ledgers to be acknowledged against.
+                let holds = t.processor.holds() || !t.held.is_empty();
                 t.files.retain_mut(|f| {
                     let done_reading = f.at_eof && f.splitter.pending() == 0 && !f.decoder.holds_partial();
                     let gone = !f.present && now.duration_since(f.last_growth) >= RELEASE_AFTER;
-                    let release = (gone || draining) && done_reading && f.ledger.lock().in_flight() == 0;
+                    let release =
+                        (gone || draining) && done_reading && !holds && f.ledger.lock().in_flight() == 0;
                     if release {
                         if f.file.take().is_some() {
                             open_files -= 1;
@@ -843,8 +860,12 @@ fn same_outputs_and_pipeline(a: &NodeCollection, b: &NodeCollection) -> bool {
     a.outputs == b.outputs && a.parse == b.parse && a.multiline == b.multiline && a.filters == b.filters
 }
 
-fn processor(spec: &NodeCollection, meta: &TargetMeta) -> (Box<dyn Processor>, Option<String>) {
-    match build_processor(spec, meta) {
+fn processor(
+    spec: &NodeCollection,
+    meta: &TargetMeta,
+    counters: &Arc<PipelineCounters>,
+) -> (Box<dyn Processor>, Option<String>) {
+    match build_processor(spec, meta, counters.clone()) {
         Ok(p) => (p, None),
         Err(e) => (Box::new(crate::process::Identity), Some(e.to_string())),
     }
