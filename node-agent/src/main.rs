@@ -69,6 +69,10 @@ struct RunArgs {
     /// Maximum size of one event; the rest of a longer line is cut and the event marked.
     #[arg(long, default_value = "256Ki", value_parser = bytes)]
     max_event_bytes: u64,
+    /// Chunks (a read turn's events of one target, up to 4 MiB of lines) each output may queue
+    /// before reading pauses for its collection: memory against smoothing of slow outputs.
+    #[arg(long, default_value_t = 16)]
+    sink_queue: usize,
     /// Size at which the `file` output rotates a target's file.
     #[arg(long, default_value = "256Mi", value_parser = bytes)]
     file_max_bytes: u64,
@@ -204,6 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
+    cfg.sink_queue = args.sink_queue.max(1);
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
     let engine_shutdown = shutdown.clone();

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Elasticsearch and Loki outputs, the last three against a local receiver).
     #[arg(long)]
     pub sinks: bool,
+    /// An extra argument for the measured `tailor-agent run` (repeat it), e.g.
+    /// `--agent-arg=--sink-queue --agent-arg=4`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
 }
 
 /// Line length, including the CRI prefix and the newline.
@@ -91,22 +95,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let w = base.join("one-file");
     let logs = prepare(&w, 1)?;
     write_lines(&logs[0], 0, args.lines)?;
-    let tailor = run_tailor(&exe, &w, args.lines, None)?;
+    let tailor = run_tailor(&exe, &args.agent_args, &w, args.lines, None)?;
     tailor.print("tailor: 1 file, full speed");
 
     let w = base.join("hundred-files");
     let logs = prepare(&w, 100)?;
     let total = args.rate * args.seconds;
-    let f =
-        run_tailor(&exe, &w, total, Some(Box::new(move || paced_writer(&logs, args.rate, args.seconds))))?;
+    let f = run_tailor(
+        &exe,
+        &args.agent_args,
+        &w,
+        total,
+        Some(Box::new(move || paced_writer(&logs, args.rate, args.seconds))),
+    )?;
     f.print(&format!("tailor: 100 files, {} lines/s total", args.rate));
 
     let w = base.join("thousand-idle");
     let logs = prepare(&w, 1000)?;
     let idle_rate = 200;
     let total = idle_rate * args.seconds;
-    let f =
-        run_tailor(&exe, &w, total, Some(Box::new(move || paced_writer(&logs, idle_rate, args.seconds))))?;
+    let f = run_tailor(
+        &exe,
+        &args.agent_args,
+        &w,
+        total,
+        Some(Box::new(move || paced_writer(&logs, idle_rate, args.seconds))),
+    )?;
     f.print(&format!("tailor: 1000 mostly idle files, {idle_rate} lines/s total"));
 
     // The pipeline alone, in this process: JSON parse + timestamp + enrichment + a filter.
@@ -206,8 +220,14 @@ fn paced_writer(logs: &[PathBuf], rate: u64, seconds: u64) {
 
 type Writer = Box<dyn FnOnce() + Send>;
 
-fn run_tailor(exe: &Path, w: &Path, expect: u64, writer: Option<Writer>) -> anyhow::Result<Figures> {
-    let mut child = spawn_tailor(exe, w)?;
+fn run_tailor(
+    exe: &Path,
+    extra: &[String],
+    w: &Path,
+    expect: u64,
+    writer: Option<Writer>,
+) -> anyhow::Result<Figures> {
+    let mut child = spawn_tailor(exe, extra, w)?;
     let start = Instant::now();
     let writer = writer.map(std::thread::spawn);
     let res = wait_until(&mut child, expect, &mut file_lines(w.join("out/bench/lcc/out")));
@@ -218,9 +238,10 @@ fn run_tailor(exe: &Path, w: &Path, expect: u64, writer: Option<Writer>) -> anyh
 }
 
 /// Starts `tailor-agent run` on the work directory laid out by `prepare`.
-fn spawn_tailor(exe: &Path, w: &Path) -> anyhow::Result<Child> {
+fn spawn_tailor(exe: &Path, extra: &[String], w: &Path) -> anyhow::Result<Child> {
     Ok(Command::new(exe)
         .args(["run", "--node-name", "bench", "--checkpoint-interval", "5s"])
+        .args(extra)
         .arg("--host-root")
         .arg(w.join("host"))
         .arg("--state-dir")

@@ -44,7 +44,7 @@ pub fn run(args: &BenchArgs, exe: &Path, base: &Path) -> anyhow::Result<()> {
         prepare(&w, &output.replace("{addr}", &receiver.addr.to_string()))?;
         write_json_lines(&w.join("host/var/log/pods/bench_web-1_uid/app/0.log"), n)?;
         receiver.reset();
-        let mut child = spawn_tailor(exe, &w)?;
+        let mut child = spawn_tailor(exe, &args.agent_args, &w)?;
         let start = Instant::now();
         let res = if sink == "file" {
             wait_until(&mut child, n, &mut file_lines(w.join("out/bench/lcc/out")))
