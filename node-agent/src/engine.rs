@@ -37,8 +37,10 @@ use crate::sinks::{self, Chunk, SinkContext, SinkHandle, spawn_sink};
 
 /// Bytes hashed into a file's fingerprint.
 const FINGERPRINT_LEN: u64 = 64;
-/// Bytes read from one target per turn, so that a busy file does not starve the others.
-const TARGET_BUDGET: usize = 4 << 20;
+/// Bytes read from one target per turn, so that a busy file does not starve the others. It is
+/// also the most a chunk holds: parsed events take several times their line's bytes, and every
+/// output queues `sink_queue` chunks, so this bounds memory more than anything else.
+const TARGET_BUDGET: usize = 1 << 20;
 /// How long a rotated-away or deleted file is kept open after it was last seen growing.
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// A turn that read less than this sleeps a little before the next one.
@@ -83,7 +85,7 @@ impl EngineConfig {
             shutdown_grace: Duration::from_secs(20),
             file_max_bytes: 256 << 20,
             file_max_files: 5,
-            sink_queue: 16,
+            sink_queue: 4,
         }
     }
 }

@@ -69,9 +69,10 @@ struct RunArgs {
     /// Maximum size of one event; the rest of a longer line is cut and the event marked.
     #[arg(long, default_value = "256Ki", value_parser = bytes)]
     max_event_bytes: u64,
-    /// Chunks (a read turn's events of one target, up to 4 MiB of lines) each output may queue
+    /// Chunks (a read turn's events of one target, up to 1 MiB of lines) each output may queue
     /// before reading pauses for its collection: memory against smoothing of slow outputs.
-    #[arg(long, default_value_t = 16)]
+    /// Parsed events take several times their line's size, so this bounds most of the RSS.
+    #[arg(long, default_value_t = 4)]
     sink_queue: usize,
     /// Size at which the `file` output rotates a target's file.
     #[arg(long, default_value = "256Mi", value_parser = bytes)]
