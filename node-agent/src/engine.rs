@@ -193,6 +193,9 @@ struct Tracked {
     /// The identity it had before its container's root moved (`moved_root`): events read under
     /// it may still be held by a processor (multiline) and must find this file's ledger.
     former_id: Option<FileId>,
+    /// Its root moved: read the open descriptor to its end (the container may be removed before
+    /// a reopen), then reopen under the new root (the old mount sees no new writes).
+    reopen_at_eof: bool,
 }
 
 /// Reading a `.gz` file: the decoder while open, and when to try again after it failed (a file
@@ -515,7 +518,6 @@ impl Engine {
                     &mut self.orphans,
                     &self.metrics,
                     self.watcher.as_mut(),
-                    &mut self.open_files,
                 );
                 if first && !t.draining {
                     self.applied_targets.insert(t.key.clone());
@@ -940,7 +942,6 @@ fn scan_target(
     orphans: &mut BTreeMap<CheckpointKey, FileCheckpoint>,
     metrics: &Metrics,
     mut watcher: Option<&mut DirWatcher>,
-    open_files: &mut usize,
 ) {
     t.errors.clear();
     for f in &mut t.files {
@@ -1031,9 +1032,7 @@ fn scan_target(
                 })
             {
                 tracing::info!(from = %f.path.display(), to = %m.path.display(), "file continues under its container's new root");
-                if f.file.take().is_some() {
-                    *open_files -= 1;
-                }
+                f.reopen_at_eof = f.file.is_some();
                 f.former_id = Some(f.id);
                 f.id.dev = id.dev;
                 f.id.ino = id.ino;
@@ -1128,6 +1127,7 @@ fn scan_target(
                 floor,
                 gz: is_gz.then(GzState::default),
                 former_id: None,
+                reopen_at_eof: false,
             };
             drop(file);
             tracked.at_eof = !is_gz && tracked.read_offset >= fst.len();
@@ -1322,10 +1322,20 @@ fn read_file(
     let n = match file.read(&mut scratch[..]) {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(path = %f.path.display(), error = %e, "read failed");
-            0
+            // Closed so the next turn reopens it where its root is now (a writable layer's
+            // merged mount goes away when its container stops).
+            tracing::warn!(path = %f.path.display(), error = %e, "read failed; reopening");
+            f.file = None;
+            *open_files -= 1;
+            return 0;
         }
     };
+    if n == 0 && f.reopen_at_eof {
+        f.reopen_at_eof = false;
+        f.file = None;
+        *open_files -= 1;
+        return 0;
+    }
     if n == 0 {
         // At the end: a size below what was read means the file was truncated in place.
         if let Ok(m) = file.metadata()
