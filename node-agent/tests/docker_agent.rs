@@ -396,3 +396,43 @@ collections:
     );
     assert!(want.iter().all(|l| sources.contains_key(l)), "a writer did not write every line");
 }
+
+/// A file that a container creates a while after it started (no event of the engine, and in a
+/// directory nobody watches yet) is found by the policy's periodic sweep, also when the agent's
+/// first sweep ran before any policy arrived.
+#[test]
+fn a_file_created_late_is_backed_up_within_the_interval() {
+    let engine = Engine::new("late-file");
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = dirs(&tmp);
+    let config = dirs.root.join("docker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+backups:
+  - name: logs
+    selector: {{includeLabels: {{tailor.test: "{run}"}}}}
+    sources: {{stdout: false, stderr: false, files: [{{path: /opt/logs/*.log}}]}}
+    compression: none
+    interval: 1s
+"#,
+            run = engine.run
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&dirs, &config);
+    engine.start("w", &[], "sleep 2; mkdir -p /opt/logs; echo 'late 1' > /opt/logs/app.log; sleep 300");
+    docker_support::wait_or_explain(
+        "the backup of a file created after the container started",
+        Duration::from_secs(20),
+        || {
+            walk(&dirs.backup)
+                .iter()
+                .any(|p| std::fs::read(p).ok().as_deref() == Some(&b"late 1\n"[..]))
+                .then_some(())
+        },
+        || std::fs::read_to_string(dirs.root.join("agent.log")).unwrap_or_default(),
+    );
+    agent.terminate();
+}
