@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use crate::ack::{AckSet, Ledger};
 use crate::checkpoint::{CheckpointKey, CheckpointStore, FileCheckpoint, fnv1a};
 use crate::decode::{Decoder, Format, Line, Record, Splitter};
+use crate::docker::target_key;
 use crate::event::{Event, EventFlags, FileId, TargetMeta};
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineCounters;
@@ -203,6 +204,12 @@ struct Tracked {
     floor: Option<Ledger>,
     /// A compressed rotated file (`.gz`): offsets count decompressed bytes.
     gz: Option<GzState>,
+    /// The identity it had before its container's root moved (`moved_root`): events read under
+    /// it may still be held by a processor (multiline) and must find this file's ledger.
+    former_id: Option<FileId>,
+    /// Its root moved: read the open descriptor to its end (the container may be removed before
+    /// a reopen), then reopen under the new root (the old mount sees no new writes).
+    reopen_at_eof: bool,
 }
 
 /// Reading a `.gz` file: the decoder while open, and when to try again after it failed (a file
@@ -422,7 +429,7 @@ impl Engine {
             let node = self.cfg.node_name.clone();
             let Some(coll) = self.collections.get_mut(&key) else { continue };
             let wanted_targets: BTreeMap<String, &CollectionTarget> =
-                spec.targets.iter().map(|t| (t.key(), t)).collect();
+                spec.targets.iter().map(|t| (target_key(&t.pod, &t.container), t)).collect();
             for (tkey, t) in coll.targets.iter_mut() {
                 if !wanted_targets.contains_key(tkey) {
                     t.draining = true;
@@ -732,6 +739,7 @@ impl Engine {
                         offset: r.ledger.committed(),
                         host_path: r.path.clone(),
                         container_path: None,
+                        rel: None,
                         node_generation: self.generation,
                         source_generation: t.source_generation,
                         seen: now,
@@ -877,8 +885,10 @@ fn processor(
 pub fn target_meta(node: &str, coll: &NodeCollection, t: &CollectionTarget) -> TargetMeta {
     TargetMeta {
         target: format!(
-            "collection/{}/{}/{}/{}",
-            coll.source.namespace, coll.source.name, t.pod.name, t.container.name
+            "collection/{}/{}/{}",
+            coll.source.namespace,
+            coll.source.name,
+            target_key(&t.pod, &t.container).split_once('/').map_or("", |(_, rest)| rest)
         ),
         node: node.to_string(),
         namespace: t.pod.namespace.clone(),
@@ -935,7 +945,7 @@ fn send_chunk(
     }
     let mut acks = AckSet::default();
     for (id, end) in ends {
-        if let Some(f) = t.files.iter().find(|f| f.id == id) {
+        if let Some(f) = t.files.iter().find(|f| f.id == id || f.former_id == Some(id)) {
             let seq = f.ledger.lock().register(end, sinks);
             acks.push(f.ledger.clone(), seq);
         }
@@ -963,6 +973,7 @@ fn file_checkpoint(
         offset: f.committed(),
         host_path: f.path.clone(),
         container_path: inputs.get(f.input).and_then(|i| i.input.container_path.clone()),
+        rel: Some(f.rel.clone()),
         node_generation: node_gen,
         source_generation: src_gen,
         seen: unix_now(),
@@ -1052,7 +1063,57 @@ fn scan_target(
             if t.files.iter().any(|f| f.id.dev == id.dev && f.id.ino == id.ino) {
                 continue;
             }
+            // The same file through another root of its container (MergedDir while it runs,
+            // UpperDir once it stopped, and back at a restart): another device, sometimes another
+            // inode, but the same content. It goes on where it was, through the new root.
+            if !is_gz
+                && let Some(f) = t.files.iter_mut().find(|f| {
+                    f.input == idx
+                        && !f.present
+                        && f.gz.is_none()
+                        && moved_root(
+                            &Seen::of_tracked(f),
+                            &m.rel,
+                            &m.path,
+                            fingerprint_prefix(&file, u64::from(f.fingerprint_len)),
+                            fst.len(),
+                        )
+                })
+            {
+                tracing::info!(from = %f.path.display(), to = %m.path.display(), "file continues under its container's new root");
+                f.reopen_at_eof = f.file.is_some();
+                f.former_id = Some(f.id);
+                f.id.dev = id.dev;
+                f.id.ino = id.ino;
+                f.path = m.path.clone();
+                f.rel = m.rel.clone();
+                f.root = Some(root.clone());
+                f.present = true;
+                f.at_eof = false;
+                continue;
+            }
             let key = (t.key.clone(), id.dev, id.ino);
+            let moved = |o: &FileCheckpoint| {
+                o.rel.as_deref().is_some_and(|rel| {
+                    moved_root(
+                        &Seen::of_checkpoint(o, rel),
+                        &m.rel,
+                        &m.path,
+                        fingerprint_prefix(&file, u64::from(o.fingerprint_len)),
+                        fst.len(),
+                    )
+                })
+            };
+            // After a restart, or once the file was let go: its checkpoint under the old root.
+            let key = if !orphans.contains_key(&key)
+                && !is_gz
+                && let Some(k) =
+                    orphans.iter().find(|(k, o)| k.0 == t.key && moved(o)).map(|(k, _)| k.clone())
+            {
+                k
+            } else {
+                key
+            };
             let resumed = match orphans.remove(&key) {
                 Some(o) => {
                     let prefix = if is_gz {
@@ -1115,12 +1176,59 @@ fn scan_target(
                 next_poll: Instant::now(),
                 floor,
                 gz: is_gz.then(GzState::default),
+                former_id: None,
+                reopen_at_eof: false,
             };
             drop(file);
             tracked.at_eof = !is_gz && tracked.read_offset >= fst.len();
             t.files.push(tracked);
         }
     }
+}
+
+/// What is known of a file read before: tracked now, or from its checkpoint.
+struct Seen<'a> {
+    rel: &'a Path,
+    host_path: &'a Path,
+    fingerprint: u64,
+    fingerprint_len: u32,
+    /// Bytes of it already read (tracked) or committed (checkpoint).
+    offset: u64,
+}
+
+impl<'a> Seen<'a> {
+    fn of_tracked(f: &'a Tracked) -> Self {
+        Seen {
+            rel: &f.rel,
+            host_path: &f.path,
+            fingerprint: f.id.fingerprint,
+            fingerprint_len: f.fingerprint_len,
+            offset: f.read_offset,
+        }
+    }
+
+    fn of_checkpoint(o: &'a FileCheckpoint, rel: &'a Path) -> Self {
+        Seen {
+            rel,
+            host_path: &o.host_path,
+            fingerprint: o.fingerprint,
+            fingerprint_len: o.fingerprint_len,
+            offset: o.offset,
+        }
+    }
+}
+
+/// Is a file found at `host_path` (`rel` inside its input's root, `len` bytes, `prefix` the
+/// hash of its first `seen.fingerprint_len` bytes) the file `seen`, reached through another
+/// root of the same target? Same path inside the root, another path on the host, the same
+/// first bytes, and at least as long as what was read of it. A file recreated at the same host
+/// path is a new file, never this.
+fn moved_root(seen: &Seen<'_>, rel: &Path, host_path: &Path, prefix: Option<u64>, len: u64) -> bool {
+    seen.fingerprint_len > 0
+        && seen.rel == rel
+        && seen.host_path != host_path
+        && prefix == Some(seen.fingerprint)
+        && len >= seen.offset
 }
 
 /// A new file whose first bytes and name say it is a copy of a file already read (copy-truncate
@@ -1264,10 +1372,20 @@ fn read_file(
     let n = match file.read(&mut scratch[..]) {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(path = %f.path.display(), error = %e, "read failed");
-            0
+            // Closed so the next turn reopens it where its root is now (a writable layer's
+            // merged mount goes away when its container stops).
+            tracing::warn!(path = %f.path.display(), error = %e, "read failed; reopening");
+            f.file = None;
+            *open_files -= 1;
+            return 0;
         }
     };
+    if n == 0 && f.reopen_at_eof {
+        f.reopen_at_eof = false;
+        f.file = None;
+        *open_files -= 1;
+        return 0;
+    }
     if n == 0 {
         // At the end: a size below what was read means the file was truncated in place.
         if let Ok(m) = file.metadata()
@@ -1482,5 +1600,40 @@ impl DirWatcher {
             self.dirs.retain(|_, p| self.watched.contains_key(p));
         }
         rescan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen<'a>(rel: &'a str, host_path: &'a str, offset: u64) -> Seen<'a> {
+        Seen {
+            rel: Path::new(rel),
+            host_path: Path::new(host_path),
+            fingerprint: 7,
+            fingerprint_len: 64,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_file_moves_with_its_containers_root() {
+        let merged = seen("opt/logs/app.log", "/d/l1/merged/opt/logs/app.log", 100);
+        let upper = Path::new("/d/l1/diff/opt/logs/app.log");
+        let rel = Path::new("opt/logs/app.log");
+        // Stopped: the same file under UpperDir, as long or longer.
+        assert!(moved_root(&merged, rel, upper, Some(7), 100));
+        assert!(moved_root(&merged, rel, upper, Some(7), 250));
+        // Other first bytes, shorter than what was read, or another file of the container.
+        assert!(!moved_root(&merged, rel, upper, Some(8), 250));
+        assert!(!moved_root(&merged, rel, upper, None, 250));
+        assert!(!moved_root(&merged, rel, upper, Some(7), 99));
+        assert!(!moved_root(&merged, Path::new("opt/logs/b.log"), upper, Some(7), 250));
+        // Recreated at the same host path: a new file, read from its start.
+        assert!(!moved_root(&merged, rel, Path::new("/d/l1/merged/opt/logs/app.log"), Some(7), 250));
+        // Without a fingerprint yet (just truncated) nothing can be told.
+        let unknown = Seen { fingerprint_len: 0, ..merged };
+        assert!(!moved_root(&unknown, rel, upper, Some(7), 250));
     }
 }
