@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod docker;
 pub mod receiver;
 mod sinks;
 
@@ -142,19 +143,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         fs::create_dir_all(&w)?;
         let input = w.join("input.log");
         write_lines(&input, 0, args.lines)?;
-        for (name, figures) in [
-            ("fluent-bit", run_fluent_bit(&peers.join("fluent-bit"), &w, &input, args.lines)),
-            ("vector", run_vector(&peers.join("vector"), &w, &input, args.lines)),
-        ] {
-            match figures {
-                Ok(f) => {
-                    f.print(&format!("{name}: 1 file, full speed"));
-                    println!("  ratio tailor/{name}: {}", tailor.ratios(&f));
-                }
-                Err(e) => println!("{name}: not run: {e:#}"),
-            }
-        }
+        compare_with_peers(peers, &w, &input, args.lines, PeerFormat::Cri, "1 file, full speed", &tailor);
     }
+    docker::run(&args, &exe, &base)?;
     Ok(())
 }
 
@@ -344,35 +335,93 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn run_fluent_bit(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result<Figures> {
+/// How a peer decodes the input file: CRI lines, or the Docker engine's json-file lines.
+#[derive(Clone, Copy)]
+enum PeerFormat {
+    Cri,
+    DockerJson,
+}
+
+fn run_fluent_bit(
+    bin: &Path,
+    w: &Path,
+    input: &Path,
+    expect: u64,
+    format: PeerFormat,
+) -> anyhow::Result<Figures> {
     let dir = w.join("fluent-bit");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("out"))?;
+    let (parsers, decode) = match format {
+        PeerFormat::Cri => (String::new(), "multiline.parser cri"),
+        PeerFormat::DockerJson => {
+            fs::write(
+                dir.join("parsers.conf"),
+                "[PARSER]\n    Name docker\n    Format json\n    Time_Key time\n    Time_Format %Y-%m-%dT%H:%M:%S.%L\n    Time_Keep On\n",
+            )?;
+            (format!("    Parsers_File {}/parsers.conf\n", dir.display()), "Parser docker")
+        }
+    };
     let conf = format!(
-        "[SERVICE]\n    Flush 1\n    Log_Level error\n[INPUT]\n    Name tail\n    Path {}\n    DB {}/fb.db\n    Read_from_Head On\n    multiline.parser cri\n[OUTPUT]\n    Name file\n    Match *\n    Path {}/out/\n    File out.log\n    Format plain\n",
+        "[SERVICE]\n    Flush 1\n    Log_Level error\n{parsers}[INPUT]\n    Name tail\n    Path {}\n    DB {d}/fb.db\n    Read_from_Head On\n    {decode}\n[OUTPUT]\n    Name file\n    Match *\n    Path {d}/out/\n    File out.log\n    Format plain\n",
         input.display(),
-        dir.display(),
-        dir.display()
+        d = dir.display()
     );
     fs::write(dir.join("fb.conf"), conf)?;
     let mut child = spawn_peer(bin, &["-c"], &dir.join("fb.conf"))?;
     measure(&mut child, &dir.join("out"), expect)
 }
 
-fn run_vector(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result<Figures> {
+fn run_vector(
+    bin: &Path,
+    w: &Path,
+    input: &Path,
+    expect: u64,
+    format: PeerFormat,
+) -> anyhow::Result<Figures> {
     let dir = w.join("vector");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("state"))?;
     fs::create_dir_all(dir.join("out"))?;
+    let (transform, sink_input) = match format {
+        PeerFormat::Cri => ("", "in"),
+        PeerFormat::DockerJson => (
+            "[transforms.decode]\ntype = \"remap\"\ninputs = [\"in\"]\nsource = '. = parse_json!(.message)'\n",
+            "decode",
+        ),
+    };
     let conf = format!(
-        "data_dir = \"{}/state\"\n[sources.in]\ntype = \"file\"\ninclude = [\"{}\"]\nread_from = \"beginning\"\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}/out/out.log\"\nencoding.codec = \"json\"\n",
-        dir.display(),
+        "data_dir = \"{d}/state\"\n[sources.in]\ntype = \"file\"\ninclude = [\"{}\"]\nread_from = \"beginning\"\n{transform}[sinks.out]\ntype = \"file\"\ninputs = [\"{sink_input}\"]\npath = \"{d}/out/out.log\"\nencoding.codec = \"json\"\n",
         input.display(),
-        dir.display()
+        d = dir.display()
     );
     fs::write(dir.join("vector.toml"), conf)?;
     let mut child = spawn_peer(bin, &["--quiet", "-c"], &dir.join("vector.toml"))?;
     measure(&mut child, &dir.join("out"), expect)
+}
+
+/// Runs the peers in `peers` on `input` and prints their figures and ratios against `tailor`.
+fn compare_with_peers(
+    peers: &Path,
+    w: &Path,
+    input: &Path,
+    expect: u64,
+    format: PeerFormat,
+    workload: &str,
+    tailor: &Figures,
+) {
+    for (name, figures) in [
+        ("fluent-bit", run_fluent_bit(&peers.join("fluent-bit"), w, input, expect, format)),
+        ("vector", run_vector(&peers.join("vector"), w, input, expect, format)),
+    ] {
+        match figures {
+            Ok(f) => {
+                f.print(&format!("{name}: {workload}"));
+                println!("  ratio tailor/{name}: {}", tailor.ratios(&f));
+            }
+            Err(e) => println!("{name}: not run: {e:#}"),
+        }
+    }
 }
 
 /// Starts a peer agent on its configuration file, quiet.
