@@ -31,6 +31,7 @@ use crate::decode::{Decoder, Format, Line, Record, Splitter};
 use crate::docker::target_key;
 use crate::event::{Event, EventFlags, FileId, TargetMeta};
 use crate::metrics::Metrics;
+use crate::moved_root::{Found, Seen, moved_root};
 use crate::pipeline::PipelineCounters;
 use crate::process::{Processor, build_processor};
 use crate::resolve::{InRoot, RootfsLocator, input_root};
@@ -1066,18 +1067,20 @@ fn scan_target(
             // The same file through another root of its container (MergedDir while it runs,
             // UpperDir once it stopped, and back at a restart): another device, sometimes another
             // inode, but the same content. It goes on where it was, through the new root.
+            let found = |fingerprint_len: u32| Found {
+                rel: &m.rel,
+                host_path: &m.path,
+                dev: id.dev,
+                ino: id.ino,
+                len: fst.len(),
+                prefix: fingerprint_prefix(&file, u64::from(fingerprint_len)),
+            };
             if !is_gz
                 && let Some(f) = t.files.iter_mut().find(|f| {
                     f.input == idx
                         && !f.present
                         && f.gz.is_none()
-                        && moved_root(
-                            &Seen::of_tracked(f),
-                            &m.rel,
-                            &m.path,
-                            fingerprint_prefix(&file, u64::from(f.fingerprint_len)),
-                            fst.len(),
-                        )
+                        && moved_root(&Seen::of_tracked(f), &found(f.fingerprint_len))
                 })
             {
                 tracing::info!(from = %f.path.display(), to = %m.path.display(), "file continues under its container's new root");
@@ -1094,15 +1097,9 @@ fn scan_target(
             }
             let key = (t.key.clone(), id.dev, id.ino);
             let moved = |o: &FileCheckpoint| {
-                o.rel.as_deref().is_some_and(|rel| {
-                    moved_root(
-                        &Seen::of_checkpoint(o, rel),
-                        &m.rel,
-                        &m.path,
-                        fingerprint_prefix(&file, u64::from(o.fingerprint_len)),
-                        fst.len(),
-                    )
-                })
+                o.rel
+                    .as_deref()
+                    .is_some_and(|rel| moved_root(&Seen::of_checkpoint(o, rel), &found(o.fingerprint_len)))
             };
             // After a restart, or once the file was let go: its checkpoint under the old root.
             let key = if !orphans.contains_key(&key)
@@ -1186,21 +1183,13 @@ fn scan_target(
     }
 }
 
-/// What is known of a file read before: tracked now, or from its checkpoint.
-struct Seen<'a> {
-    rel: &'a Path,
-    host_path: &'a Path,
-    fingerprint: u64,
-    fingerprint_len: u32,
-    /// Bytes of it already read (tracked) or committed (checkpoint).
-    offset: u64,
-}
-
 impl<'a> Seen<'a> {
     fn of_tracked(f: &'a Tracked) -> Self {
         Seen {
             rel: &f.rel,
             host_path: &f.path,
+            dev: f.id.dev,
+            ino: f.id.ino,
             fingerprint: f.id.fingerprint,
             fingerprint_len: f.fingerprint_len,
             offset: f.read_offset,
@@ -1211,24 +1200,13 @@ impl<'a> Seen<'a> {
         Seen {
             rel,
             host_path: &o.host_path,
+            dev: o.dev,
+            ino: o.ino,
             fingerprint: o.fingerprint,
             fingerprint_len: o.fingerprint_len,
             offset: o.offset,
         }
     }
-}
-
-/// Is a file found at `host_path` (`rel` inside its input's root, `len` bytes, `prefix` the
-/// hash of its first `seen.fingerprint_len` bytes) the file `seen`, reached through another
-/// root of the same target? Same path inside the root, another path on the host, the same
-/// first bytes, and at least as long as what was read of it. A file recreated at the same host
-/// path is a new file, never this.
-fn moved_root(seen: &Seen<'_>, rel: &Path, host_path: &Path, prefix: Option<u64>, len: u64) -> bool {
-    seen.fingerprint_len > 0
-        && seen.rel == rel
-        && seen.host_path != host_path
-        && prefix == Some(seen.fingerprint)
-        && len >= seen.offset
 }
 
 /// A new file whose first bytes and name say it is a copy of a file already read (copy-truncate
@@ -1600,40 +1578,5 @@ impl DirWatcher {
             self.dirs.retain(|_, p| self.watched.contains_key(p));
         }
         rescan
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seen<'a>(rel: &'a str, host_path: &'a str, offset: u64) -> Seen<'a> {
-        Seen {
-            rel: Path::new(rel),
-            host_path: Path::new(host_path),
-            fingerprint: 7,
-            fingerprint_len: 64,
-            offset,
-        }
-    }
-
-    #[test]
-    fn a_file_moves_with_its_containers_root() {
-        let merged = seen("opt/logs/app.log", "/d/l1/merged/opt/logs/app.log", 100);
-        let upper = Path::new("/d/l1/diff/opt/logs/app.log");
-        let rel = Path::new("opt/logs/app.log");
-        // Stopped: the same file under UpperDir, as long or longer.
-        assert!(moved_root(&merged, rel, upper, Some(7), 100));
-        assert!(moved_root(&merged, rel, upper, Some(7), 250));
-        // Other first bytes, shorter than what was read, or another file of the container.
-        assert!(!moved_root(&merged, rel, upper, Some(8), 250));
-        assert!(!moved_root(&merged, rel, upper, None, 250));
-        assert!(!moved_root(&merged, rel, upper, Some(7), 99));
-        assert!(!moved_root(&merged, Path::new("opt/logs/b.log"), upper, Some(7), 250));
-        // Recreated at the same host path: a new file, read from its start.
-        assert!(!moved_root(&merged, rel, Path::new("/d/l1/merged/opt/logs/app.log"), Some(7), 250));
-        // Without a fingerprint yet (just truncated) nothing can be told.
-        let unknown = Seen { fingerprint_len: 0, ..merged };
-        assert!(!moved_root(&unknown, rel, upper, Some(7), 250));
     }
 }

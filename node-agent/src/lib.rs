@@ -13,6 +13,7 @@ pub mod engine;
 pub mod event;
 pub mod fsutil;
 pub mod metrics;
+pub mod moved_root;
 pub mod pipeline;
 pub mod process;
 pub mod resolve;

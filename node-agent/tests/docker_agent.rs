@@ -1,8 +1,9 @@
 //! `tailor-agent run --docker` end to end on the real engine: containers write numbered lines to
 //! stdout, to a file in their writable layer and to a file in a volume; one is removed right
 //! after it exits, one is stopped and started again, one is renamed, and the agent is SIGKILLed
-//! and restarted meanwhile. Every line must reach the file sink, each backup must be
-//! byte-identical to its source, and a hostile symlink yields nothing from the host.
+//! and restarted meanwhile. Every line must reach the file sink and be repeated only within the
+//! checkpoint contract, each source must have exactly one backup copy, byte-identical to it, and
+//! a hostile symlink yields nothing from the host.
 
 mod docker_support;
 
@@ -12,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use docker_support::{Engine, docker, wait_for};
+use tailor_agent::backup::layout::MANIFEST;
+use tailor_agent::checkpoint::CheckpointStore;
 
 const N: usize = 150;
 
@@ -121,6 +124,45 @@ fn writer(tag: &str, pause: &str) -> String {
     )
 }
 
+/// How often each line occurs in the first `offset` bytes of every file of the agent's persisted
+/// checkpoint: what a restarted agent must not read again. A writable-layer file whose merged
+/// mount is gone (a stopped container) is read through the container's UpperDir.
+fn checkpointed(state: &Path, containers: &[&str]) -> BTreeMap<String, usize> {
+    let roots: Vec<(String, String)> = containers
+        .iter()
+        .map(|c| {
+            let dir = |d: &str| docker(&["inspect", "-f", &format!("{{{{.GraphDriver.Data.{d}}}}}"), c]);
+            (dir("MergedDir"), dir("UpperDir"))
+        })
+        .collect();
+    let mut lines = BTreeMap::new();
+    let loaded = CheckpointStore::new(state).load();
+    assert!(loaded.problems.is_empty() && !loaded.lost, "checkpoints unreadable: {:?}", loaded.problems);
+    for cp in loaded.files.values() {
+        let path = cp.host_path.to_string_lossy().into_owned();
+        let path = roots
+            .iter()
+            .find_map(|(merged, upper)| {
+                path.strip_prefix(merged.as_str()).map(|rest| format!("{upper}{rest}"))
+            })
+            .filter(|_| !cp.host_path.exists())
+            .unwrap_or(path);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("checkpointed source {path}: {e}"));
+        let prefix = String::from_utf8_lossy(&bytes[..cp.offset as usize]).into_owned();
+        for line in prefix.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            // The json-file driver's records carry the line in `log`.
+            let text = if path.contains("-json.log") {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                v["log"].as_str().unwrap().trim_end_matches('\n').to_string()
+            } else {
+                line.trim_end_matches('\n').to_string()
+            };
+            *lines.entry(text).or_default() += 1;
+        }
+    }
+    lines
+}
+
 fn expected(tags: &[&str]) -> BTreeSet<String> {
     let mut e = BTreeSet::new();
     for tag in tags {
@@ -187,6 +229,9 @@ backups:
     docker(&["stop", "-t", "1", &engine.name("restarted")]);
     // The agent dies hard while containers write, stop and restart.
     agent.kill9();
+    let delivered_at_kill = collected(&dirs.output);
+    let ids_at_kill: Vec<&str> = ids.values().map(String::as_str).collect();
+    let checkpointed = checkpointed(&dirs.state, &ids_at_kill);
     docker(&["start", &engine.name("restarted")]);
     std::thread::sleep(Duration::from_millis(500));
     let agent = Agent::start(&dirs, &config);
@@ -230,6 +275,51 @@ backups:
     };
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     println!("lines: {} expected, {} collected, {duplicates} duplicates", want.len(), got.len());
+
+    // Crash: duplicates bounded by the checkpoint period (DESIGN.md §4). The restarted agent goes
+    // on from the offsets its predecessor last persisted (every --checkpoint-interval, 1 s here),
+    // so a line is repeated at most as often as the killed agent delivered it past that
+    // checkpoint: one interval of delivery at most, never a line the checkpoint covered. Counted
+    // against the sources: a writer stopped between two writes repeats a line itself.
+    let mut written: BTreeMap<String, usize> = BTreeMap::new();
+    let mut count = |text: &str| {
+        for l in text.lines().filter(|l| !l.is_empty()) {
+            *written.entry(l.to_string()).or_default() += 1;
+        }
+    };
+    for (tag, name) in [("steady", "steady"), ("restarted", "restarted"), ("renamed", "renamed-2")] {
+        let upper = docker(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &engine.name(name)]);
+        let volume =
+            docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &engine.name(&format!("{tag}-v"))]);
+        count(&std::fs::read_to_string(Path::new(&upper).join("opt/logs/app.log")).unwrap());
+        count(&std::fs::read_to_string(Path::new(&volume).join("app.log")).unwrap());
+        count(&docker(&["logs", &engine.name(name)]));
+    }
+    for kind in ["out", "file", "vol"] {
+        (1..=N).for_each(|i| count(&format!("gone {kind} {i}")));
+    }
+    let past_checkpoint = |l: &str| {
+        delivered_at_kill
+            .get(l)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(checkpointed.get(l).copied().unwrap_or(0))
+    };
+    let repeated: Vec<(&String, usize, usize)> = got
+        .iter()
+        .map(|(l, n)| (l, n.saturating_sub(written.get(l).copied().unwrap_or(0)), past_checkpoint(l)))
+        .filter(|(_, extra, _)| *extra > 0)
+        .collect();
+    let bound: usize = want.iter().map(|l| past_checkpoint(l)).sum();
+    println!("crash: {} lines repeated, {bound} delivered past the last checkpoint", repeated.len());
+    let beyond: Vec<_> = repeated.iter().filter(|(_, extra, allowed)| extra > allowed).collect();
+    assert!(
+        beyond.is_empty(),
+        "{} lines repeated beyond what was delivered past the last checkpoint, e.g. (line, repeats, \
+         delivered past it): {:?}",
+        beyond.len(),
+        &beyond[..beyond.len().min(5)]
+    );
     for line in shadow.lines().filter(|l| !l.is_empty()) {
         assert!(!got.contains_key(line), "a host /etc/shadow line was collected");
     }
@@ -266,6 +356,11 @@ backups:
         }
         missing.is_empty().then_some(())
     });
+    // One copy per source file: a container's stop, restart, or the agent's restart in between
+    // continues the copy it had (both sources are called app.log, hence two per container).
+    let copies: Vec<PathBuf> =
+        walk(&dirs.backup).into_iter().filter(|p| p.file_name().is_some_and(|n| n != MANIFEST)).collect();
+    assert_eq!(copies.len(), sources.len(), "backup copies: {copies:#?}");
     let evil: Vec<PathBuf> = walk(&dirs.backup)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "x.log" || n == "y.log"))

@@ -25,6 +25,8 @@ use super::manifest::{Manifest, Origin};
 use super::retention::{BackupFile, expired};
 use super::state::{BackupState, Codec, PendingCompression, PolicyRecord, SourceKey, SourceRecord};
 use crate::docker::target_key;
+use crate::moved_root::{Found, Seen, moved_root};
+use crate::resolve::MatchedFile;
 
 /// At most this many bytes of one file per pass, so one busy file does not starve the others.
 const MAX_BYTES_PER_FILE_PER_PASS: u64 = 256 << 20;
@@ -352,7 +354,7 @@ impl Engine {
         let mut paths = Vec::new();
         for input in &target.inputs {
             match self.resolver.resolve(input) {
-                Ok(p) => paths.extend(p.into_iter().map(|p| (p, input))),
+                Ok(files) => paths.extend(files.into_iter().map(|m| (m, input))),
                 Err(message) => {
                     first_err.get_or_insert(BackupError::Resolve { target: target.key(), message });
                 }
@@ -361,32 +363,32 @@ impl Engine {
         // Known files first: a rotated file must take its new name (and free the old one)
         // before a new file that wants the old name is named.
         let mut found = Vec::with_capacity(paths.len());
-        for (path, input) in paths {
-            match std::fs::symlink_metadata(&path) {
+        for (matched, input) in paths {
+            match std::fs::symlink_metadata(&matched.path) {
                 Ok(m) if m.file_type().is_file() => {
                     let key = SourceKey { policy: pkey.to_string(), dev: m.dev(), ino: m.ino() };
                     let known = self.tracked.contains_key(&key) || self.orphans.contains_key(&key);
-                    found.push((!known, key, path, input));
+                    found.push((!known, key, matched, input));
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    first_err.get_or_insert(BackupError::io("stat", &path, e));
+                    first_err.get_or_insert(BackupError::io("stat", &matched.path, e));
                 }
             }
         }
         found.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
         let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|f| !f.0);
-        for (_, key, path, input) in known {
-            if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
+        for (_, key, matched, input) in known {
+            if let Err(e) = self.observe_file(key, input, target, &destination, &matched) {
                 first_err.get_or_insert(e);
             }
         }
         if let Err(e) = self.follow_renames_out_of_sight(pkey, target) {
             first_err.get_or_insert(e);
         }
-        for (_, key, path, input) in new {
-            if let Err(e) = self.observe_file(key, input, target, &destination, &path) {
+        for (_, key, matched, input) in new {
+            if let Err(e) = self.observe_file(key, input, target, &destination, &matched) {
                 first_err.get_or_insert(e);
             }
         }
@@ -450,12 +452,13 @@ impl Engine {
         input: &Input,
         target: &BackupTarget,
         destination: &str,
-        path: &Path,
+        matched: &MatchedFile,
     ) -> Result<(), BackupError> {
         let pkey = key.policy.clone();
         let pkey = pkey.as_str();
+        let (path, rel) = (matched.path.as_path(), matched.rel.as_path());
         if self.tracked.contains_key(&key) {
-            return self.follow_known(&key, target, path);
+            return self.follow_known(&key, target, path, Some(rel));
         }
         let file = match self.resolver.open(input, path) {
             Ok(f) => f,
@@ -469,7 +472,27 @@ impl Engine {
         }
         let size = fmeta.len();
         let now = Instant::now();
-        if let Some(rec) = self.orphans.remove(&key) {
+        let tkey = target_key(&target.pod, &target.container);
+        if !self.orphans.contains_key(&key)
+            && let Some(old) = self.moved_tracked(&tkey, &key.policy, matched, &file, size)
+            && let Some(mut t) = self.tracked.remove(&old)
+        {
+            tracing::info!(from = %t.rec.source_path.display(), to = %path.display(), dest_name = t.rec.dest_name, "backup continues under its container's new root");
+            // The same bytes through the new root: the old descriptor may be on a mount that
+            // is gone (a stopped container's merged dir).
+            (t.rec.dev, t.rec.ino, t.file, t.size) = (key.dev, key.ino, file, size);
+            self.tracked.insert(key.clone(), t);
+            self.structural_change = true;
+            return self.follow_known(&key, target, path, Some(rel));
+        }
+        // After a restart: its record under the container's other root.
+        let orphan = if self.orphans.contains_key(&key) {
+            Some(key.clone())
+        } else {
+            self.moved_orphan(&tkey, &key.policy, matched, &file, size)
+        };
+        if let Some(mut rec) = orphan.and_then(|k| self.orphans.remove(&k)) {
+            (rec.dev, rec.ino) = (key.dev, key.ino);
             let same = rec.fingerprint.matches(&file, size).map_err(|e| BackupError::io("read", path, e))?;
             if same {
                 let mut t = Tracked {
@@ -485,7 +508,7 @@ impl Engine {
                 };
                 self.reconcile_dest(&mut t)?;
                 self.tracked.insert(key.clone(), t);
-                return self.follow_known(&key, target, path);
+                return self.follow_known(&key, target, path, Some(rel));
             }
             // The inode was reused while we were down: the old copy is complete as it is.
             self.retire_record(&rec);
@@ -501,11 +524,12 @@ impl Engine {
         tracing::info!(source = %path.display(), destination, dest_name, "backing up new file");
         let rec = SourceRecord {
             policy: pkey.to_string(),
-            target: target_key(&target.pod, &target.container),
+            target: tkey,
             dev: key.dev,
             ino: key.ino,
             fingerprint,
             source_path: path.to_path_buf(),
+            rel: Some(rel.to_path_buf()),
             destination: destination.to_string(),
             dest_name,
             offset: 0,
@@ -531,6 +555,38 @@ impl Engine {
         Ok(())
     }
 
+    /// A followed file of target `tkey` not seen under its root this pass that `matched` is,
+    /// reached through another root of its container (`moved_root`).
+    fn moved_tracked(
+        &self,
+        tkey: &str,
+        policy: &str,
+        matched: &MatchedFile,
+        file: &File,
+        size: u64,
+    ) -> Option<SourceKey> {
+        self.tracked
+            .iter()
+            .find(|(k, t)| k.policy == policy && !t.seen && same_moved(&t.rec, tkey, matched, file, size))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The record of the state file that `matched` is, seen before the restart through another
+    /// root of its container.
+    fn moved_orphan(
+        &self,
+        tkey: &str,
+        policy: &str,
+        matched: &MatchedFile,
+        file: &File,
+        size: u64,
+    ) -> Option<SourceKey> {
+        self.orphans
+            .iter()
+            .find(|(k, r)| k.policy == policy && same_moved(r, tkey, matched, file, size))
+            .map(|(k, _)| k.clone())
+    }
+
     /// A followed file that no input matches any more may have been renamed to a name outside
     /// the input's pattern (`app.log` → `app.log-20240101` under a `*.log` pattern): its open
     /// descriptor tells where it is now; if still in the same directory, the copy takes the
@@ -538,13 +594,13 @@ impl Engine {
     fn follow_renames_out_of_sight(&mut self, pkey: &str, target: &BackupTarget) -> Result<(), BackupError> {
         use std::os::fd::AsRawFd;
         let target_key = target_key(&target.pod, &target.container);
-        let unseen: Vec<(SourceKey, PathBuf, i32)> = self
+        let unseen: Vec<(SourceKey, PathBuf, Option<PathBuf>, i32)> = self
             .tracked
             .iter()
             .filter(|(k, t)| k.policy == pkey && t.rec.target == target_key && !t.seen && !t.rec.expired)
-            .map(|(k, t)| (k.clone(), t.rec.source_path.clone(), t.file.as_raw_fd()))
+            .map(|(k, t)| (k.clone(), t.rec.source_path.clone(), t.rec.rel.clone(), t.file.as_raw_fd()))
             .collect();
-        for (key, old, fd) in unseen {
+        for (key, old, old_rel, fd) in unseen {
             let Ok(now_at) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
             if now_at == old
                 || now_at.to_string_lossy().ends_with(" (deleted)")
@@ -552,22 +608,33 @@ impl Engine {
             {
                 continue;
             }
-            self.follow_known(&key, target, &now_at)?;
+            // Same directory, so the same directory inside the root.
+            let rel =
+                old_rel.as_deref().and_then(Path::parent).zip(now_at.file_name()).map(|(d, n)| d.join(n));
+            self.follow_known(&key, target, &now_at, rel.as_deref())?;
         }
         Ok(())
     }
 
-    /// A known file seen at `path`: follow a rename (rotation keeps the rotated name).
+    /// A known file seen at `path` (`rel` inside its root): follow a rename (rotation keeps the
+    /// rotated name).
     fn follow_known(
         &mut self,
         key: &SourceKey,
         target: &BackupTarget,
         path: &Path,
+        rel: Option<&Path>,
     ) -> Result<(), BackupError> {
         let Some(t) = self.tracked.get_mut(key) else { return Ok(()) };
         t.seen = true;
         t.vanished_at = None;
         t.terminated = target.container.terminated;
+        if let Some(rel) = rel
+            && t.rec.rel.as_deref() != Some(rel)
+        {
+            t.rec.rel = Some(rel.to_path_buf());
+            self.structural_change = true;
+        }
         if t.rec.source_path == path {
             return Ok(());
         }
@@ -1065,6 +1132,40 @@ impl Engine {
     pub fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         self.tracked.values().filter_map(|t| t.rec.source_path.parent().map(Path::to_path_buf)).collect()
     }
+}
+
+/// Is `file` (found as `matched`, `size` bytes long) the source of `rec`, of target `tkey`, moved
+/// to another root of its container? The decision is `moved_root`'s, shared with collection;
+/// this only reads the bytes it compares.
+fn same_moved(rec: &SourceRecord, tkey: &str, matched: &MatchedFile, file: &File, size: u64) -> bool {
+    let Some(rel) = rec.rel.as_deref() else { return false };
+    // An expired record matches too: it stays expired instead of starting a new copy.
+    if rec.target != tkey || rel != matched.rel {
+        return false;
+    }
+    let seen = Seen {
+        rel,
+        host_path: &rec.source_path,
+        dev: rec.dev,
+        ino: rec.ino,
+        fingerprint: rec.fingerprint.hash,
+        fingerprint_len: rec.fingerprint.len,
+        offset: rec.offset,
+    };
+    let Ok(meta) = file.metadata() else { return false };
+    let found = Found {
+        rel: &matched.rel,
+        host_path: &matched.path,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: size,
+        // Shorter than the fingerprint: not the same first bytes.
+        prefix: Fingerprint::of_prefix(file, rec.fingerprint.len as usize)
+            .ok()
+            .filter(|p| p.len == rec.fingerprint.len)
+            .map(|p| p.hash),
+    };
+    moved_root(&seen, &found)
 }
 
 fn unix_seconds(t: SystemTime) -> i64 {

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use tailor_crds::node::Input;
 
-use crate::resolve::{ContainerdLocator, ResolveError, RootfsLocator, expand_input, input_root};
+use crate::resolve::{ContainerdLocator, MatchedFile, ResolveError, RootfsLocator, expand_input, input_root};
 
 /// Finds and opens the host files of an input.
 pub trait InputResolver: Send + Sync + 'static {
-    /// The host files the input matches now.
-    fn resolve(&self, input: &Input) -> Result<Vec<PathBuf>, String>;
+    /// The files the input matches now: their host paths, and their paths inside the input's
+    /// root (which stay the same when a container's root moves).
+    fn resolve(&self, input: &Input) -> Result<Vec<MatchedFile>, String>;
 
     /// Opens one of them for reading without leaving the input's root.
     fn open(&self, input: &Input, path: &Path) -> io::Result<File>;
@@ -45,14 +46,14 @@ fn absent(e: &ResolveError) -> bool {
 }
 
 impl InputResolver for AgentResolver {
-    fn resolve(&self, input: &Input) -> Result<Vec<PathBuf>, String> {
+    fn resolve(&self, input: &Input) -> Result<Vec<MatchedFile>, String> {
         match expand_input(input, &self.host_root, self.locator.as_ref()) {
             Ok((_, expansion)) => {
                 // A directory that does not exist (yet, or any more) is no error for a backup.
                 if let Some(p) = expansion.problems.iter().find(|p| !absent(p)) {
                     return Err(p.to_string());
                 }
-                Ok(expansion.files.into_iter().map(|f| f.path).collect())
+                Ok(expansion.files)
             }
             Err(e) if absent(&e) => Ok(Vec::new()),
             Err(e) => Err(e.to_string()),
@@ -98,15 +99,17 @@ mod tests {
             },
             path: path.into(),
         };
-        assert_eq!(r.resolve(&input("0.log*")).unwrap(), vec![d.join("0.log")]);
+        let paths = |i: &Input| r.resolve(i).unwrap().into_iter().map(|m| m.path).collect::<Vec<_>>();
+        assert_eq!(paths(&input("0.log*")), vec![d.join("0.log")]);
+        assert_eq!(r.resolve(&input("0.log*")).unwrap()[0].rel, Path::new("0.log"));
         // The symlink resolves inside the pod's log directory, where there is no secret.log.
-        for p in r.resolve(&input("*.log")).unwrap() {
+        for p in paths(&input("*.log")) {
             assert!(p.starts_with(&d), "{}", p.display());
         }
         assert!(r.open(&input("*.log"), &host.path().join("secret.log")).is_err());
         assert!(r.resolve(&input("*.log")).is_ok());
         let mut gone = input("*.log");
         gone.root.host_dir = Some("/var/log/pods/ns_gone_u/c".into());
-        assert_eq!(r.resolve(&gone).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(paths(&gone), Vec::<PathBuf>::new());
     }
 }

@@ -57,6 +57,10 @@ pub struct SourceRecord {
     pub fingerprint: Fingerprint,
     /// Where the source was last seen (host path).
     pub source_path: PathBuf,
+    /// Its path inside the input's root (inside the container for a writable layer): the same
+    /// file seen through another root of its container (`moved_root`) keeps this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel: Option<PathBuf>,
     /// Destination directory, relative to the backup root.
     pub destination: String,
     /// Destination file name in that directory.
@@ -168,6 +172,7 @@ mod tests {
             ino: 2,
             fingerprint: Fingerprint { len: 3, hash: 4 },
             source_path: "/var/log/pods/x/c/0.log".into(),
+            rel: Some("0.log".into()),
             destination: "ns/w/pod/c".into(),
             dest_name: "0.log".into(),
             offset: 10,
