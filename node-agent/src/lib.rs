@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod resolve;
+pub mod secrets;
 pub mod sinks;
 pub mod status;
