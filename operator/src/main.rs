@@ -184,9 +184,12 @@ async fn run(
     }));
 
     let identity = identity.unwrap_or_else(default_identity);
-    let ctx = Context::new(client.clone(), metrics.clone(), &identity);
+    let mut ctx = Context::new(client.clone(), metrics.clone(), &identity);
+    let namespace = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    // Mirrors of output Secrets live next to the Lease, in the operator's own namespace.
+    ctx.namespace = namespace.clone();
     let lease = LeaseSettings {
-        namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_string()),
+        namespace,
         name: lease_name,
         identity,
         duration: Duration::from_secs(15),
