@@ -109,6 +109,8 @@ pub fn start_agent(cluster: &Cluster, node: &str, dirs: &AgentDirs, base: &Path)
         .args(["--metrics-addr", &metrics_addr, "--checkpoint-interval", "1s"])
         .env("KUBECONFIG", &kubeconfig)
         .env("NODE_NAME", node)
+        // As the DaemonSet sets it: where the operator mirrors the Secrets outputs name.
+        .env("POD_NAMESPACE", SYSTEM_NAMESPACE)
         .env("RUST_LOG", std::env::var("TAILOR_E2E_LOG").unwrap_or_else(|_| "info".into()));
     Process::spawn(&format!("agent-{node}"), cmd, &base.join("agent.log"))
 }
