@@ -38,8 +38,11 @@ pub struct Metrics {
     pub net_sinks: Mutex<Vec<(String, Arc<NetStats>)>>,
 }
 
+/// Picks one counter out of a network sink's counters.
+type NetCounter = fn(&NetStats) -> &AtomicU64;
+
 /// The per-output counters of network sinks: (metric, help, counter).
-const NET_COUNTERS: [(&str, &str, fn(&NetStats) -> &AtomicU64); 5] = [
+const NET_COUNTERS: [(&str, &str, NetCounter); 5] = [
     ("tailor_agent_output_delivered_total", "Events a network output's destination accepted", |s| {
         &s.delivered
     }),
