@@ -126,7 +126,7 @@ impl SecretSource for DirSecrets {
 }
 
 /// The operator's mirror Secrets in the agent's namespace, from a watch.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KubeMirrors {
     namespace: String,
     store: Store<Secret>,
@@ -163,6 +163,13 @@ impl KubeMirrors {
             }
         });
         mirrors
+    }
+}
+
+impl std::fmt::Debug for KubeMirrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the store: it holds the values.
+        write!(f, "KubeMirrors({}, {} mirrors)", self.namespace, self.store.len())
     }
 }
 

@@ -89,12 +89,23 @@ pub fn rewrite_refs(spec: &mut NodeLogConfigSpec) {
 }
 
 /// What reading a source Secret gave.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Fetched {
     Found(Arc<Secret>),
     Missing,
     /// Could not be read (forbidden, transport): the existing mirror, if any, is left alone.
     Failed(String),
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the values.
+        match self {
+            Fetched::Found(s) => write!(f, "Found({:?})", s.metadata.name),
+            Fetched::Missing => f.write_str("Missing"),
+            Fetched::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
 }
 
 /// A mirror Secret to apply. Its `Debug` never shows the values.
