@@ -48,6 +48,8 @@ impl Operators {
             let metrics_addr = format!("127.0.0.1:{}", free_port()?);
             let mut cmd = Command::new(&bins.operator);
             cmd.args(["run", "--metrics-addr", &metrics_addr, "--lease-namespace", SYSTEM_NAMESPACE])
+                // Rotation of output Secrets reaches their mirrors within seconds.
+                .args(["--secret-refresh-secs", "2"])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("POD_NAME", &identity)
                 .env("HOSTNAME", &identity)

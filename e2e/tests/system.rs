@@ -847,10 +847,29 @@ async fn output_secrets_are_mirrored_for_the_agent() -> Result<()> {
         "the agent listed Secrets cluster-wide"
     );
 
-    // No output names es-creds any more: its mirror goes.
-    Api::<LogCollectionConfig>::namespaced(scene.client.clone(), &team)
-        .delete("web", &DeleteParams::default())
+    // Rotation: the operator reads the Secret again and updates its mirror.
+    Api::<Secret>::namespaced(scene.client.clone(), &team)
+        .patch(
+            "es-creds",
+            &PatchParams::apply(tailor_e2e::scene::GITOPS_MANAGER),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "es-creds", "labels": {"logging.tailor.dev/output-secret": "true"}},
+                "stringData": {"username": "shipper", "password": "rotated"}})),
+        )
         .await?;
+    eventually("the rotated password in the mirror", SETTLE, || async {
+        let m = mirrors.get(&mirror_name).await?;
+        let password = m.data.unwrap_or_default().get("password").map(|p| p.0.clone());
+        ensure!(password.as_deref() == Some(&b"rotated"[..]), "not yet");
+        Ok(())
+    })
+    .await?;
+
+    // No output names es-creds any more: its mirror goes. (Both resources go, so that the
+    // shared operators stop reading Secrets for this scene.)
+    for name in ["web", "api"] {
+        lccs.delete(name, &DeleteParams::default()).await?;
+    }
     eventually("the mirror to be deleted", SETTLE, || async {
         ensure!(mirror_of(team.clone()).await?.is_none(), "still there");
         Ok(())
