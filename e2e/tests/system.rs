@@ -623,8 +623,6 @@ async fn deleted_pods_are_drained_and_backups_stay() -> Result<()> {
 /// real API server, render in the cluster to the same targets as `tailor-operator render -f
 /// config/samples` offline; the agents apply them and `kubectl get logbackups` shows the backups.
 #[tokio::test]
-#[ignore = "needs the backup engine to resolve containerRootfs inputs: the sample policy's LogBackup on \
-            demo-node-1 stays Degraded ('container rootfs inputs need the agent's resolver')"]
 async fn samples_render_in_the_cluster_as_offline() -> Result<()> {
     let mut scene = scene("samples").await?;
     let samples = tailor_e2e::paths::repo_root().join("config/samples");

@@ -33,6 +33,10 @@ pub struct FileCheckpoint {
     pub host_path: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_path: Option<String>,
+    /// The path inside the input's root (inside the container for a writable layer): the same
+    /// file seen through another root of its container is found by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel: Option<PathBuf>,
     /// Generation of the NodeLogConfig and of the source resource when last written.
     pub node_generation: i64,
     pub source_generation: i64,
@@ -211,6 +215,7 @@ mod tests {
             offset,
             host_path: "/var/log/pods/x/0.log".into(),
             container_path: None,
+            rel: None,
             node_generation: 4,
             source_generation: 5,
             seen: 6,

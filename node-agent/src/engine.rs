@@ -6,9 +6,10 @@
 //! file state; sinks run as async tasks behind bounded queues. A target whose sink queue is full
 //! is skipped (back-pressure) while the others go on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,10 @@ use tokio::sync::{mpsc, watch};
 use crate::ack::{AckSet, Ledger};
 use crate::checkpoint::{CheckpointKey, CheckpointStore, FileCheckpoint, fnv1a};
 use crate::decode::{Decoder, Format, Line, Record, Splitter};
+use crate::docker::target_key;
 use crate::event::{Event, EventFlags, FileId, TargetMeta};
 use crate::metrics::Metrics;
+use crate::pipeline::PipelineCounters;
 use crate::process::{Processor, build_processor};
 use crate::resolve::{InRoot, RootfsLocator, input_root};
 use crate::secrets::{NoSecrets, OutputSecrets, SecretSource, resolve_output};
@@ -37,12 +40,18 @@ use crate::sinks::{self, Chunk, SinkContext, SinkHandle, spawn_sink};
 
 /// Bytes hashed into a file's fingerprint.
 const FINGERPRINT_LEN: u64 = 64;
-/// Bytes read from one target per turn, so that a busy file does not starve the others.
-const TARGET_BUDGET: usize = 4 << 20;
+/// Bytes read from one target per turn, so that a busy file does not starve the others. It is
+/// also the most a chunk holds: parsed events take several times their line's bytes, and every
+/// output queues `sink_queue` chunks, so this bounds memory more than anything else.
+const TARGET_BUDGET: usize = 1 << 20;
 /// How long a rotated-away or deleted file is kept open after it was last seen growing.
 const RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// A turn that read less than this sleeps a little before the next one.
 const LIGHT_TURN: usize = 64 * 1024;
+/// A file at its end is read again when inotify reports it modified, or after this long: events
+/// can be missed (queue overflow, the watch limit, some FUSE mounts), so idle files are still
+/// polled, but a thousand of them cost a few reads per second each instead of one per turn.
+const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
 /// How often outputs' Secrets are resolved again (rotation), when the source says they may
@@ -82,7 +91,7 @@ impl EngineConfig {
             shutdown_grace: Duration::from_secs(20),
             file_max_bytes: 256 << 20,
             file_max_files: 5,
-            sink_queue: 16,
+            sink_queue: 4,
         }
     }
 }
@@ -136,6 +145,8 @@ struct Collection {
     /// not be resolved; compared with a fresh resolution to notice rotation.
     secrets: Vec<Resolved>,
     targets: BTreeMap<String, Target>,
+    /// Shared by the pipelines of its targets, kept across configuration changes.
+    counters: Arc<PipelineCounters>,
 }
 
 /// The outcome of resolving one output's Secrets (the error as its message).
@@ -172,6 +183,8 @@ struct Target {
     spec: CollectionTarget,
     processor: Box<dyn Processor>,
     processor_error: Option<String>,
+    /// What a replaced processor still held (a multiline event): sent before anything newer.
+    held: Vec<Event>,
     inputs: Vec<InputState>,
     files: Vec<Tracked>,
     errors: Vec<String>,
@@ -220,11 +233,19 @@ struct Tracked {
     present: bool,
     last_growth: Instant,
     at_eof: bool,
+    /// When a file at its end is read again without an inotify event (`IDLE_POLL`).
+    next_poll: Instant,
     /// For a copy that goes on from where its original was read: the original's ledger, whose
     /// events in flight still hold the commit back.
     floor: Option<Ledger>,
     /// A compressed rotated file (`.gz`): offsets count decompressed bytes.
     gz: Option<GzState>,
+    /// The identity it had before its container's root moved (`moved_root`): events read under
+    /// it may still be held by a processor (multiline) and must find this file's ledger.
+    former_id: Option<FileId>,
+    /// Its root moved: read the open descriptor to its end (the container may be removed before
+    /// a reopen), then reopen under the new root (the old mount sees no new writes).
+    reopen_at_eof: bool,
 }
 
 /// Reading a `.gz` file: the decoder while open, and when to try again after it failed (a file
@@ -269,6 +290,8 @@ pub struct Engine {
     records: Vec<Record>,
     out: Vec<Event>,
     watcher: Option<DirWatcher>,
+    /// Files inotify reported modified since the last turn: read even if at their end.
+    woken: HashSet<PathBuf>,
     /// Tasks of replaced sinks, delivering what they still hold.
     retired: Vec<tokio::task::JoinHandle<()>>,
     /// Where the values of the Secrets outputs name come from.
@@ -318,6 +341,7 @@ impl Engine {
             lines: Vec::new(),
             records: Vec::new(),
             out: Vec::new(),
+            woken: HashSet::new(),
             retired: Vec::new(),
             secrets: Arc::new(NoSecrets),
             net_stats: BTreeMap::new(),
@@ -366,7 +390,7 @@ impl Engine {
                 self.refresh_secrets();
                 next_secret_check = now + SECRET_CHECK;
             }
-            let read = self.read_turn();
+            let read = self.read_turn(now);
             self.settle(now);
             if now >= next_checkpoint {
                 self.checkpoint();
@@ -380,16 +404,22 @@ impl Engine {
                 // Little to do: gather a few more lines per turn instead of spinning on each one.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if read == 0 {
-                let wait =
-                    Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()));
-                if let Some(w) = &mut self.watcher {
-                    if w.wait(wait) {
-                        next_rescan = Instant::now();
-                    }
-                } else {
+            // Wait for a change when idle; when busy, only take the events already queued.
+            let wait = if read == 0 {
+                Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()))
+            } else {
+                Duration::ZERO
+            };
+            let changed = match &mut self.watcher {
+                Some(w) => w.wait(wait, &mut self.woken),
+                None if read == 0 => {
                     std::thread::sleep(wait);
+                    false
                 }
+                None => false,
+            };
+            if changed {
+                next_rescan = Instant::now();
             }
         }
         self.stop(&shutdown);
@@ -447,6 +477,7 @@ impl Engine {
                                 sink_error,
                                 secrets,
                                 targets: BTreeMap::new(),
+                                counters: Arc::default(),
                             },
                         );
                     }
@@ -455,7 +486,7 @@ impl Engine {
             let node = self.cfg.node_name.clone();
             let Some(coll) = self.collections.get_mut(&key) else { continue };
             let wanted_targets: BTreeMap<String, &CollectionTarget> =
-                spec.targets.iter().map(|t| (t.key(), t)).collect();
+                spec.targets.iter().map(|t| (target_key(&t.pod, &t.container), t)).collect();
             for (tkey, t) in coll.targets.iter_mut() {
                 if !wanted_targets.contains_key(tkey) {
                     t.draining = true;
@@ -468,8 +499,10 @@ impl Engine {
                         t.draining = false;
                         t.source_generation = spec.source.generation;
                         if rebuild || *t.meta != *meta {
-                            let (p, e) = processor(&spec, &meta);
-                            t.processor = p;
+                            let (p, e) = processor(&spec, &meta, &coll.counters);
+                            // What the old pipeline holds was read: it is sent, not dropped.
+                            let mut old = std::mem::replace(&mut t.processor, p);
+                            old.flush(Instant::now(), true, &mut t.held);
                             t.processor_error = e;
                             t.meta = meta;
                         }
@@ -479,7 +512,7 @@ impl Engine {
                         t.spec = tspec.clone();
                     }
                     None => {
-                        let (p, e) = processor(&spec, &meta);
+                        let (p, e) = processor(&spec, &meta, &coll.counters);
                         coll.targets.insert(
                             tkey,
                             Target {
@@ -488,6 +521,7 @@ impl Engine {
                                 spec: tspec.clone(),
                                 processor: p,
                                 processor_error: e,
+                                held: Vec::new(),
                                 inputs: input_states(&tspec.inputs),
                                 files: Vec::new(),
                                 errors: Vec::new(),
@@ -660,6 +694,9 @@ impl Engine {
         self.net_stats.retain(|name, _| live.contains(name));
         let mut n = self.metrics.net_sinks.lock().unwrap_or_else(|p| p.into_inner());
         *n = self.net_stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        drop(n);
+        let mut p = self.metrics.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        *p = self.collections.iter().map(|(key, c)| (key.clone(), c.counters.clone())).collect();
     }
 
     /// Expands every input and reconciles the tracked files with what is on disk now.
@@ -685,20 +722,30 @@ impl Engine {
         }
     }
 
-    /// One turn over every target whose sinks have room; returns the bytes read.
-    fn read_turn(&mut self) -> usize {
+    /// One turn over every target whose sinks have room and that has a file worth reading;
+    /// returns the bytes read.
+    fn read_turn(&mut self, now: Instant) -> usize {
         let mut progressed = 0;
+        let woken = std::mem::take(&mut self.woken);
+        let due = |f: &Tracked| !f.at_eof || now >= f.next_poll || woken.contains(&f.path);
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
             }
             for t in coll.targets.values_mut() {
+                if !t.files.iter().any(due) && !t.processor.holds() && t.held.is_empty() {
+                    continue;
+                }
                 let Some(permits) = reserve(&coll.sinks) else {
                     Metrics::add(&self.metrics.backpressure_waits, 1);
                     continue;
                 };
+                self.out.append(&mut t.held);
                 let mut budget = TARGET_BUDGET;
                 for fi in 0..t.files.len() {
+                    if !due(&t.files[fi]) {
+                        continue;
+                    }
                     while budget > 0 {
                         let n = read_file(
                             &mut t.files[fi],
@@ -712,6 +759,7 @@ impl Engine {
                             &self.metrics,
                         );
                         if n == 0 {
+                            t.files[fi].next_poll = now + IDLE_POLL;
                             break;
                         }
                         progressed += n;
@@ -737,7 +785,9 @@ impl Engine {
                         }
                     }
                 }
-                t.processor.flush(Instant::now(), false, &mut self.out);
+                // A target going away flushes what multiline holds once its files are read.
+                let drained = t.draining && t.files.iter().all(|f| f.at_eof);
+                t.processor.flush(Instant::now(), drained, &mut self.out);
                 if !self.out.is_empty() {
                     send_chunk(t, &mut self.out, permits, coll.sinks.len() as u32, &self.metrics);
                 }
@@ -758,10 +808,13 @@ impl Engine {
                 let src_gen = t.source_generation;
                 let inputs = &t.inputs;
                 let orphans = &mut self.orphans;
+                // Held events still need their files' ledgers to be acknowledged against.
+                let holds = t.processor.holds() || !t.held.is_empty();
                 t.files.retain_mut(|f| {
                     let done_reading = f.at_eof && f.splitter.pending() == 0 && !f.decoder.holds_partial();
                     let gone = !f.present && now.duration_since(f.last_growth) >= RELEASE_AFTER;
-                    let release = (gone || draining) && done_reading && f.ledger.lock().in_flight() == 0;
+                    let release =
+                        (gone || draining) && done_reading && !holds && f.ledger.lock().in_flight() == 0;
                     if release {
                         if f.file.take().is_some() {
                             open_files -= 1;
@@ -853,6 +906,7 @@ impl Engine {
                         offset: r.ledger.committed(),
                         host_path: r.path.clone(),
                         container_path: None,
+                        rel: None,
                         node_generation: self.generation,
                         source_generation: t.source_generation,
                         seen: now,
@@ -983,8 +1037,12 @@ fn same_outputs_and_pipeline(a: &NodeCollection, b: &NodeCollection) -> bool {
     a.outputs == b.outputs && a.parse == b.parse && a.multiline == b.multiline && a.filters == b.filters
 }
 
-fn processor(spec: &NodeCollection, meta: &TargetMeta) -> (Box<dyn Processor>, Option<String>) {
-    match build_processor(spec, meta) {
+fn processor(
+    spec: &NodeCollection,
+    meta: &TargetMeta,
+    counters: &Arc<PipelineCounters>,
+) -> (Box<dyn Processor>, Option<String>) {
+    match build_processor(spec, meta, counters.clone()) {
         Ok(p) => (p, None),
         Err(e) => (Box::new(crate::process::Identity), Some(e.to_string())),
     }
@@ -994,8 +1052,10 @@ fn processor(spec: &NodeCollection, meta: &TargetMeta) -> (Box<dyn Processor>, O
 pub fn target_meta(node: &str, coll: &NodeCollection, t: &CollectionTarget) -> TargetMeta {
     TargetMeta {
         target: format!(
-            "collection/{}/{}/{}/{}",
-            coll.source.namespace, coll.source.name, t.pod.name, t.container.name
+            "collection/{}/{}/{}",
+            coll.source.namespace,
+            coll.source.name,
+            target_key(&t.pod, &t.container).split_once('/').map_or("", |(_, rest)| rest)
         ),
         node: node.to_string(),
         namespace: t.pod.namespace.clone(),
@@ -1052,7 +1112,7 @@ fn send_chunk(
     }
     let mut acks = AckSet::default();
     for (id, end) in ends {
-        if let Some(f) = t.files.iter().find(|f| f.id == id) {
+        if let Some(f) = t.files.iter().find(|f| f.id == id || f.former_id == Some(id)) {
             let seq = f.ledger.lock().register(end, sinks);
             acks.push(f.ledger.clone(), seq);
         }
@@ -1080,6 +1140,7 @@ fn file_checkpoint(
         offset: f.committed(),
         host_path: f.path.clone(),
         container_path: inputs.get(f.input).and_then(|i| i.input.container_path.clone()),
+        rel: Some(f.rel.clone()),
         node_generation: node_gen,
         source_generation: src_gen,
         seen: unix_now(),
@@ -1169,7 +1230,57 @@ fn scan_target(
             if t.files.iter().any(|f| f.id.dev == id.dev && f.id.ino == id.ino) {
                 continue;
             }
+            // The same file through another root of its container (MergedDir while it runs,
+            // UpperDir once it stopped, and back at a restart): another device, sometimes another
+            // inode, but the same content. It goes on where it was, through the new root.
+            if !is_gz
+                && let Some(f) = t.files.iter_mut().find(|f| {
+                    f.input == idx
+                        && !f.present
+                        && f.gz.is_none()
+                        && moved_root(
+                            &Seen::of_tracked(f),
+                            &m.rel,
+                            &m.path,
+                            fingerprint_prefix(&file, u64::from(f.fingerprint_len)),
+                            fst.len(),
+                        )
+                })
+            {
+                tracing::info!(from = %f.path.display(), to = %m.path.display(), "file continues under its container's new root");
+                f.reopen_at_eof = f.file.is_some();
+                f.former_id = Some(f.id);
+                f.id.dev = id.dev;
+                f.id.ino = id.ino;
+                f.path = m.path.clone();
+                f.rel = m.rel.clone();
+                f.root = Some(root.clone());
+                f.present = true;
+                f.at_eof = false;
+                continue;
+            }
             let key = (t.key.clone(), id.dev, id.ino);
+            let moved = |o: &FileCheckpoint| {
+                o.rel.as_deref().is_some_and(|rel| {
+                    moved_root(
+                        &Seen::of_checkpoint(o, rel),
+                        &m.rel,
+                        &m.path,
+                        fingerprint_prefix(&file, u64::from(o.fingerprint_len)),
+                        fst.len(),
+                    )
+                })
+            };
+            // After a restart, or once the file was let go: its checkpoint under the old root.
+            let key = if !orphans.contains_key(&key)
+                && !is_gz
+                && let Some(k) =
+                    orphans.iter().find(|(k, o)| k.0 == t.key && moved(o)).map(|(k, _)| k.clone())
+            {
+                k
+            } else {
+                key
+            };
             let resumed = match orphans.remove(&key) {
                 Some(o) => {
                     let prefix = if is_gz {
@@ -1229,14 +1340,62 @@ fn scan_target(
                 present: true,
                 last_growth: Instant::now(),
                 at_eof: false,
+                next_poll: Instant::now(),
                 floor,
                 gz: is_gz.then(GzState::default),
+                former_id: None,
+                reopen_at_eof: false,
             };
             drop(file);
             tracked.at_eof = !is_gz && tracked.read_offset >= fst.len();
             t.files.push(tracked);
         }
     }
+}
+
+/// What is known of a file read before: tracked now, or from its checkpoint.
+struct Seen<'a> {
+    rel: &'a Path,
+    host_path: &'a Path,
+    fingerprint: u64,
+    fingerprint_len: u32,
+    /// Bytes of it already read (tracked) or committed (checkpoint).
+    offset: u64,
+}
+
+impl<'a> Seen<'a> {
+    fn of_tracked(f: &'a Tracked) -> Self {
+        Seen {
+            rel: &f.rel,
+            host_path: &f.path,
+            fingerprint: f.id.fingerprint,
+            fingerprint_len: f.fingerprint_len,
+            offset: f.read_offset,
+        }
+    }
+
+    fn of_checkpoint(o: &'a FileCheckpoint, rel: &'a Path) -> Self {
+        Seen {
+            rel,
+            host_path: &o.host_path,
+            fingerprint: o.fingerprint,
+            fingerprint_len: o.fingerprint_len,
+            offset: o.offset,
+        }
+    }
+}
+
+/// Is a file found at `host_path` (`rel` inside its input's root, `len` bytes, `prefix` the
+/// hash of its first `seen.fingerprint_len` bytes) the file `seen`, reached through another
+/// root of the same target? Same path inside the root, another path on the host, the same
+/// first bytes, and at least as long as what was read of it. A file recreated at the same host
+/// path is a new file, never this.
+fn moved_root(seen: &Seen<'_>, rel: &Path, host_path: &Path, prefix: Option<u64>, len: u64) -> bool {
+    seen.fingerprint_len > 0
+        && seen.rel == rel
+        && seen.host_path != host_path
+        && prefix == Some(seen.fingerprint)
+        && len >= seen.offset
 }
 
 /// A new file whose first bytes and name say it is a copy of a file already read (copy-truncate
@@ -1380,10 +1539,20 @@ fn read_file(
     let n = match file.read(&mut scratch[..]) {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(path = %f.path.display(), error = %e, "read failed");
-            0
+            // Closed so the next turn reopens it where its root is now (a writable layer's
+            // merged mount goes away when its container stops).
+            tracing::warn!(path = %f.path.display(), error = %e, "read failed; reopening");
+            f.file = None;
+            *open_files -= 1;
+            return 0;
         }
     };
+    if n == 0 && f.reopen_at_eof {
+        f.reopen_at_eof = false;
+        f.file = None;
+        *open_files -= 1;
+        return 0;
+    }
     if n == 0 {
         // At the end: a size below what was read means the file was truncated in place.
         if let Ok(m) = file.metadata()
@@ -1522,7 +1691,9 @@ fn now_nanos() -> i64 {
 /// periodic rescan repairs anything it missed (including an overflowed queue).
 struct DirWatcher {
     fd: OwnedFd,
-    watched: HashMap<PathBuf, ()>,
+    /// Watched directories, by path and by watch descriptor.
+    watched: HashMap<PathBuf, i32>,
+    dirs: HashMap<i32, PathBuf>,
     buf: Vec<std::mem::MaybeUninit<u8>>,
 }
 
@@ -1530,7 +1701,12 @@ impl DirWatcher {
     fn new() -> std::io::Result<Self> {
         use rustix::fs::inotify;
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-        Ok(Self { fd, watched: HashMap::new(), buf: vec![std::mem::MaybeUninit::uninit(); 16 * 1024] })
+        Ok(Self {
+            fd,
+            watched: HashMap::new(),
+            dirs: HashMap::new(),
+            buf: vec![std::mem::MaybeUninit::uninit(); 16 * 1024],
+        })
     }
 
     fn watch(&mut self, dir: &Path) {
@@ -1544,13 +1720,15 @@ impl DirWatcher {
             | WatchFlags::DELETE
             | WatchFlags::MODIFY
             | WatchFlags::ONLYDIR;
-        if rustix::fs::inotify::add_watch(&self.fd, dir, flags).is_ok() {
-            self.watched.insert(dir.to_path_buf(), ());
+        if let Ok(wd) = rustix::fs::inotify::add_watch(&self.fd, dir, flags) {
+            self.watched.insert(dir.to_path_buf(), wd);
+            self.dirs.insert(wd, dir.to_path_buf());
         }
     }
 
-    /// Waits up to `timeout` for a change; returns whether files appeared or moved (rescan).
-    fn wait(&mut self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for a change; adds the files written to `woken` and returns
+    /// whether files appeared or moved (rescan).
+    fn wait(&mut self, timeout: Duration, woken: &mut HashSet<PathBuf>) -> bool {
         use rustix::event::{PollFd, PollFlags, poll};
         use rustix::fs::inotify::ReadFlags;
         let ts = rustix::time::Timespec {
@@ -1574,6 +1752,11 @@ impl DirWatcher {
             ) {
                 rescan = true;
             }
+            if f.contains(ReadFlags::MODIFY)
+                && let (Some(dir), Some(name)) = (self.dirs.get(&ev.wd()), ev.file_name())
+            {
+                woken.insert(dir.join(std::ffi::OsStr::from_bytes(name.to_bytes())));
+            }
             if f.contains(ReadFlags::IGNORED) {
                 rescan = true;
             }
@@ -1581,6 +1764,7 @@ impl DirWatcher {
         if rescan {
             // Directories that vanished are watched again when they come back.
             self.watched.retain(|p, _| p.is_dir());
+            self.dirs.retain(|_, p| self.watched.contains_key(p));
         }
         rescan
     }
@@ -1606,5 +1790,35 @@ mod tests {
         assert_eq!(secret_rebuild(&[ok(1), err()], &[ok(1), ok(2)], false), SecretRebuild::All);
         // Unchanged errors: nothing to do, the collection stays held with its error.
         assert_eq!(secret_rebuild(&[err()], &[err()], false), SecretRebuild::Nothing);
+    }
+
+    fn seen<'a>(rel: &'a str, host_path: &'a str, offset: u64) -> Seen<'a> {
+        Seen {
+            rel: Path::new(rel),
+            host_path: Path::new(host_path),
+            fingerprint: 7,
+            fingerprint_len: 64,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_file_moves_with_its_containers_root() {
+        let merged = seen("opt/logs/app.log", "/d/l1/merged/opt/logs/app.log", 100);
+        let upper = Path::new("/d/l1/diff/opt/logs/app.log");
+        let rel = Path::new("opt/logs/app.log");
+        // Stopped: the same file under UpperDir, as long or longer.
+        assert!(moved_root(&merged, rel, upper, Some(7), 100));
+        assert!(moved_root(&merged, rel, upper, Some(7), 250));
+        // Other first bytes, shorter than what was read, or another file of the container.
+        assert!(!moved_root(&merged, rel, upper, Some(8), 250));
+        assert!(!moved_root(&merged, rel, upper, None, 250));
+        assert!(!moved_root(&merged, rel, upper, Some(7), 99));
+        assert!(!moved_root(&merged, Path::new("opt/logs/b.log"), upper, Some(7), 250));
+        // Recreated at the same host path: a new file, read from its start.
+        assert!(!moved_root(&merged, rel, Path::new("/d/l1/merged/opt/logs/app.log"), Some(7), 250));
+        // Without a fingerprint yet (just truncated) nothing can be told.
+        let unknown = Seen { fingerprint_len: 0, ..merged };
+        assert!(!moved_root(&unknown, rel, upper, Some(7), 250));
     }
 }

@@ -70,6 +70,11 @@ struct RunArgs {
     /// Maximum size of one event; the rest of a longer line is cut and the event marked.
     #[arg(long, default_value = "256Ki", value_parser = bytes)]
     max_event_bytes: u64,
+    /// Chunks (a read turn's events of one target, up to 1 MiB of lines) each output may queue
+    /// before reading pauses for its collection: memory against smoothing of slow outputs.
+    /// Parsed events take several times their line's size, so this bounds most of the RSS.
+    #[arg(long, default_value_t = 4)]
+    sink_queue: usize,
     /// Size at which the `file` output rotates a target's file.
     #[arg(long, default_value = "256Mi", value_parser = bytes)]
     file_max_bytes: u64,
@@ -108,6 +113,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // One TLS provider for every client of the process (kube, sinks): when another crate of the
+    // build also enables aws-lc-rs, rustls cannot pick a default by itself and kube's client
+    // would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::Run(args) => rt.block_on(run(*args)),
@@ -223,6 +232,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.max_open_files = args.max_open_files;
     cfg.max_event_bytes = args.max_event_bytes as usize;
     cfg.file_max_bytes = args.file_max_bytes;
+    cfg.sink_queue = args.sink_queue.max(1);
     let shutdown = Shutdown::default();
     let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics).with_secrets(secrets);
     let engine_shutdown = shutdown.clone();

@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline::PipelineCounters;
 use crate::sinks::net::NetStats;
 use crate::sinks::runner::SinkStats;
+
+/// Picks one counter of a pipeline's.
+type PickCounter = fn(&PipelineCounters) -> &AtomicU64;
 
 /// Counters updated by the collection engine (relaxed atomics: figures, not synchronisation).
 #[derive(Debug, Default)]
@@ -36,6 +40,8 @@ pub struct Metrics {
     pub sinks: Mutex<Vec<(String, Arc<SinkStats>)>>,
     /// Counters of the network outputs, by sink name (`<namespace>/<collection>/<output>`).
     pub net_sinks: Mutex<Vec<(String, Arc<NetStats>)>>,
+    /// Counters of the pipelines of each collection (`namespace/name`).
+    pub pipelines: Mutex<Vec<(String, Arc<PipelineCounters>)>>,
 }
 
 /// Picks one counter out of a network sink's counters.
@@ -169,7 +175,33 @@ impl Metrics {
                 );
             }
         }
+        drop(net);
+        self.render_pipelines(&mut out);
         out
+    }
+
+    fn render_pipelines(&self, out: &mut String) {
+        let pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let pick: [(&str, &str, PickCounter); 8] = [
+            ("events_in", "Events handed to the pipeline (lines, before multiline)", |c| &c.events_in),
+            ("events_out", "Events the pipeline handed to the sinks", |c| &c.events_out),
+            ("lines_joined", "Lines joined to an earlier line by multiline", |c| &c.lines_joined),
+            ("parse_failed", "Events the parser could not parse (kept raw)", |c| &c.parse_failed),
+            ("timestamp_failed", "Events whose timestamp field was missing or malformed", |c| {
+                &c.timestamp_failed
+            }),
+            ("field_conflicts", "Parsed fields moved under _parsed (metadata names)", |c| &c.field_conflicts),
+            ("dropped_include", "Events dropped because no include filter matched", |c| &c.dropped_include),
+            ("dropped_exclude", "Events dropped by an exclude filter", |c| &c.dropped_exclude),
+        ];
+        for (name, help, counter) in pick {
+            let metric = format!("tailor_agent_pipeline_{name}_total");
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (collection, c) in pipelines.iter() {
+                let v = counter(c).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{metric}{{collection=\"{}\"}} {v}", collection.replace('"', "'"));
+            }
+        }
     }
 
     /// Healthy while the engine loop turned within the last 30 seconds.
@@ -228,5 +260,19 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn pipeline_counters_are_exported_per_collection() {
+        let m = Metrics::default();
+        let c = Arc::new(PipelineCounters::default());
+        PipelineCounters::add(&c.dropped_exclude, 3);
+        PipelineCounters::add(&c.parse_failed, 2);
+        m.pipelines.lock().unwrap().push(("shop/json".into(), c));
+        let text = m.render();
+        assert!(text.contains("# TYPE tailor_agent_pipeline_dropped_exclude_total counter"));
+        assert!(text.contains("tailor_agent_pipeline_dropped_exclude_total{collection=\"shop/json\"} 3\n"));
+        assert!(text.contains("tailor_agent_pipeline_parse_failed_total{collection=\"shop/json\"} 2\n"));
+        assert!(text.contains("tailor_agent_pipeline_events_out_total{collection=\"shop/json\"} 0\n"));
     }
 }

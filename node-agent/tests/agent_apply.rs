@@ -271,3 +271,53 @@ fn a_file_deleted_while_open_is_drained_then_released() {
     got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
     assert_eq!(got, (0..5010).map(|i| format!("d{i}")).collect::<Vec<_>>());
 }
+
+#[test]
+fn multiline_events_held_across_a_config_change_and_a_removed_target_are_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Multiline events are only let out by the next line or a timeout far beyond the test.
+    let with_multiline = |generation: i64, timeout: u32, pods: &[&str]| {
+        let targets: Vec<(&str, String)> = pods.iter().map(|p| (*p, stdio_input(p))).collect();
+        config(generation, "beginning", &targets).replace(
+            "    start:",
+            &format!("    multiline: {{mode: java, flushTimeoutMs: {timeout}}}\n    start:"),
+        )
+    };
+    let trace = |tag: &str| {
+        cri([
+            format!("{tag} ERROR request failed"),
+            "java.lang.IllegalStateException: boom".to_string(),
+            "\tat com.example.App.handle(App.java:42)".to_string(),
+        ])
+    };
+    let (a, b) = (pod_log(dir, "a"), pod_log(dir, "b"));
+    append(&a, &cri(["a-first".to_string()]));
+    append(&a, &trace("a"));
+    append(&b, &cri(["b-first".to_string()]));
+    fs::write(dir.join("config.yaml"), with_multiline(1, 600_000, &["a", "b"])).unwrap();
+    let agent = Agent::start(dir);
+    wait_for("the first lines", || messages(dir, "a") == ["a-first"] && messages(dir, "b").is_empty());
+
+    // A new pipeline replaces the one holding a's trace: the trace is sent, not dropped.
+    fs::write(dir.join("config.yaml"), with_multiline(2, 500_000, &["a", "b"])).unwrap();
+    wait_for("a's held trace", || messages(dir, "a").len() == 2);
+    let joined = &messages(dir, "a")[1];
+    assert!(joined.starts_with("a ERROR request failed\njava.lang.IllegalStateException"), "{joined}");
+    assert!(joined.ends_with("(App.java:42)"), "{joined}");
+
+    // b's first line is held by the new pipeline, then b leaves the configuration: its
+    // pipeline is flushed before the target is let go of.
+    std::thread::sleep(Duration::from_millis(500));
+    append(&b, &trace("b"));
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(dir.join("config.yaml"), with_multiline(3, 500_000, &["a"])).unwrap();
+    wait_for("b's lines", || messages(dir, "b").len() == 2);
+    assert_eq!(messages(dir, "b")[0], "b-first");
+    assert!(
+        messages(dir, "b")[1].starts_with("b ERROR request failed\njava.lang"),
+        "{:?}",
+        messages(dir, "b")
+    );
+    agent.stop();
+}

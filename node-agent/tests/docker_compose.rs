@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use docker_support::{Engine, docker, wait_for};
+use docker_support::{Engine, docker, wait_or_explain};
 
 struct Compose {
     project: String,
@@ -30,6 +30,28 @@ impl Compose {
             .expect("docker-compose is needed by this test: apt-get install docker-compose");
         assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The agent's log and every file in the output and backup volumes, for a failure message.
+    fn explain(&self) -> String {
+        let logs = Command::new("docker-compose")
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.file)
+            .args(["logs", "--no-color", "--tail", "60"])
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut files = String::new();
+        for vol in ["output", "backup", "state"] {
+            for p in find(&self.volume(vol), "") {
+                let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                files.push_str(&format!("{len:>8} {}\n", p.display()));
+            }
+        }
+        format!("agent log:\n{logs}\nfiles:\n{files}")
     }
 
     fn volume(&self, name: &str) -> PathBuf {
@@ -87,7 +109,7 @@ fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == name) {
+            } else if name.is_empty() || p.file_name().is_some_and(|n| n == name) {
                 out.push(p);
             }
         }
@@ -96,8 +118,6 @@ fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-#[ignore = "flaky in a fresh clone: the agent in compose sometimes stops extending the backup copy of a \
-            file in the fuse-overlayfs merged dir (collection is unaffected); run with --ignored"]
 fn compose_runs_the_agent_as_a_container() {
     let engine = Engine::new("compose");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -153,16 +173,26 @@ backups:
     );
     let output = compose.volume("output");
     let want: Vec<String> = (1..=50).flat_map(|i| [format!("c out {i}"), format!("c file {i}")]).collect();
-    wait_for("the agent in compose collecting every line", Duration::from_secs(40), || {
-        let got = messages(&output);
-        want.iter().all(|l| got.contains(l)).then_some(())
-    });
+    wait_or_explain(
+        "the agent in compose collecting every line",
+        Duration::from_secs(40),
+        || {
+            let got = messages(&output);
+            want.iter().all(|l| got.contains(l)).then_some(())
+        },
+        || compose.explain(),
+    );
     let source: String = (1..=50).map(|i| format!("c file {i}\n")).collect();
     let backup = compose.volume("backup");
-    wait_for("the backup copy", Duration::from_secs(30), || {
-        find(&backup, "app.log")
-            .iter()
-            .any(|p| std::fs::read(p).ok().as_deref() == Some(source.as_bytes()))
-            .then_some(())
-    });
+    wait_or_explain(
+        "the backup copy",
+        Duration::from_secs(30),
+        || {
+            find(&backup, "app.log")
+                .iter()
+                .any(|p| std::fs::read(p).ok().as_deref() == Some(source.as_bytes()))
+                .then_some(())
+        },
+        || compose.explain(),
+    );
 }

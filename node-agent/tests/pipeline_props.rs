@@ -90,7 +90,7 @@ proptest! {
     #[test]
     fn parsers_never_panic_nor_lose_events(which in 0..PARSERS.len(), lines in proptest::collection::vec(line(), 0..40)) {
         let meta = Arc::new(TargetMeta::default());
-        let mut p = build(&collection(PARSERS[which]), &meta).unwrap();
+        let mut p = build(&collection(PARSERS[which]), &meta, Default::default()).unwrap();
         let mut out = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             p.process(event(&meta, i as u64 + 1, None, l.clone()), &mut out);
@@ -114,7 +114,7 @@ proptest! {
         input in proptest::collection::vec((line(), any::<u8>(), 0u8..4), 0..80),
     ) {
         let meta = Arc::new(TargetMeta::default());
-        let mut p = build(&collection(MULTILINE[which]), &meta).unwrap();
+        let mut p = build(&collection(MULTILINE[which]), &meta, Default::default()).unwrap();
         // Lines never contain a newline (the decoder split on them).
         let input: Vec<(Vec<u8>, Option<StdStream>, u8)> = input
             .into_iter()

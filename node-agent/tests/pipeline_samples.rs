@@ -98,7 +98,7 @@ fn nginx_access_log_with_time_and_filter() {
 #[test]
 fn java_exception_with_causes_on_stderr_between_stdout_lines() {
     let c = collection("multiline: {mode: java}\n");
-    let mut p = build(&c, &meta()).unwrap();
+    let mut p = build(&c, &meta(), Default::default()).unwrap();
     let (o, e) = (Some(StdStream::Stdout), Some(StdStream::Stderr));
     let out = run(
         &mut *p,
@@ -132,12 +132,14 @@ fn java_exception_with_causes_on_stderr_between_stdout_lines() {
     );
     let got: Vec<(u64, Option<StdStream>, usize)> =
         out.iter().map(|e| (e.offset, e.stream, text(e).lines().count())).collect();
-    assert_eq!(got, [(100, e, 1), (300, o, 1), (900, e, 7), (1000, o, 1)]);
-    let trace = text(&out[2]);
-    assert!(trace.starts_with("org.springframework.web.util.NestedServletException"));
+    // Spring's message line and the exception it announced are one event.
+    assert_eq!(got, [(300, o, 1), (900, e, 8), (1000, o, 1)]);
+    let trace = text(&out[1]);
+    assert!(trace.starts_with("2024-05-01 10:00:00.123 ERROR 1"));
+    assert!(trace.contains("threw exception\norg.springframework.web.util.NestedServletException"));
     assert!(trace.contains("\nCaused by: java.lang.IllegalStateException") && trace.ends_with("omitted"));
     // Timestamp of a joined event: its first line's.
-    assert_eq!(out[2].timestamp_nanos, 1);
+    assert_eq!(out[1].timestamp_nanos, 0);
 }
 
 #[test]
@@ -199,7 +201,7 @@ fn python_traceback_between_json_lines() {
 #[test]
 fn go_panic() {
     let c = collection("multiline: {mode: go}\n");
-    let mut p = build(&c, &meta()).unwrap();
+    let mut p = build(&c, &meta(), Default::default()).unwrap();
     let e = Some(StdStream::Stderr);
     let out = run(
         &mut *p,
@@ -253,7 +255,7 @@ fn json_nested_objects_and_metadata_precedence() {
 
     // keepOriginal: the raw line is the message; the app's `message` is kept under _parsed.
     let c = collection("parse: {format: json, keepOriginal: true}\n");
-    let mut p = build(&c, &meta()).unwrap();
+    let mut p = build(&c, &meta(), Default::default()).unwrap();
     let line = r#"{"message":"hi","flags":"app-flags","level":"debug"}"#;
     let out = run(&mut *p, &[(None, line)]);
     let mut encoded = Vec::new();
@@ -292,7 +294,7 @@ fn csv_with_quotes_and_embedded_delimiters() {
     // Without the filter, the CSV line with the first column quoted-quotes parses and the broken
     // one comes out raw and marked.
     let c = collection("parse: {format: delimiter, columns: [time, level, user, action, detail]}\n");
-    let mut p = build(&c, &meta()).unwrap();
+    let mut p = build(&c, &meta(), Default::default()).unwrap();
     let out = run(
         &mut *p,
         &[
@@ -313,7 +315,9 @@ fn broken_configuration_is_an_error_naming_the_field() {
         ("parse: {format: json, timestamp: {field: t, format: '%Y-%'}}\n", "parse.timestamp.format"),
         ("filters: {include: [{field: level, pattern: '*'}]}\n", "filters.include[0].pattern (field level)"),
     ] {
-        let err = build(&collection(yaml), &meta()).err().unwrap_or_else(|| panic!("{yaml} must fail"));
+        let err = build(&collection(yaml), &meta(), Default::default())
+            .err()
+            .unwrap_or_else(|| panic!("{yaml} must fail"));
         assert!(err.to_string().starts_with(field), "{yaml}: {err}");
     }
 }

@@ -24,6 +24,7 @@ use super::layout::{checked_destination, free_name, is_writer_compressed};
 use super::manifest::{Manifest, Origin};
 use super::retention::{BackupFile, expired};
 use super::state::{BackupState, Codec, PendingCompression, PolicyRecord, SourceKey, SourceRecord};
+use crate::docker::target_key;
 
 /// At most this many bytes of one file per pass, so one busy file does not starve the others.
 const MAX_BYTES_PER_FILE_PER_PASS: u64 = 256 << 20;
@@ -500,7 +501,7 @@ impl Engine {
         tracing::info!(source = %path.display(), destination, dest_name, "backing up new file");
         let rec = SourceRecord {
             policy: pkey.to_string(),
-            target: target.key(),
+            target: target_key(&target.pod, &target.container),
             dev: key.dev,
             ino: key.ino,
             fingerprint,
@@ -536,7 +537,7 @@ impl Engine {
     /// new name as well.
     fn follow_renames_out_of_sight(&mut self, pkey: &str, target: &BackupTarget) -> Result<(), BackupError> {
         use std::os::fd::AsRawFd;
-        let target_key = target.key();
+        let target_key = target_key(&target.pod, &target.container);
         let unseen: Vec<(SourceKey, PathBuf, i32)> = self
             .tracked
             .iter()
@@ -778,7 +779,7 @@ impl Engine {
 
     fn origin_of_record(&self, rec: &SourceRecord) -> Option<Origin> {
         let nb = self.config.iter().find(|nb| policy_key(nb) == rec.policy)?;
-        let target = nb.targets.iter().find(|t| t.key() == rec.target)?;
+        let target = nb.targets.iter().find(|t| target_key(&t.pod, &t.container) == rec.target)?;
         Some(self.origin(&rec.policy, target))
     }
 
@@ -1029,8 +1030,17 @@ impl Engine {
             .map(|nb| {
                 let pkey = policy_key(nb);
                 let mine: Vec<&Tracked> = self.tracked.values().filter(|t| t.rec.policy == pkey).collect();
-                let pods: BTreeSet<&str> =
-                    mine.iter().map(|t| t.rec.target.rsplit_once('/').map_or("", |(pod, _)| pod)).collect();
+                // `ns/pod/container`, or `ns/<container-id>` for a plain Docker container.
+                let pods: BTreeSet<&str> = mine
+                    .iter()
+                    .map(|t| {
+                        let target = t.rec.target.as_str();
+                        target
+                            .rsplit_once('/')
+                            .filter(|(pod, _)| pod.contains('/'))
+                            .map_or(target, |(pod, _)| pod)
+                    })
+                    .collect();
                 let files = self.policy_files(&pkey);
                 let root = self.settings.backup_root.to_string_lossy().trim_end_matches('/').to_string();
                 let destination =

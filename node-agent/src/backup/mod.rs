@@ -127,6 +127,14 @@ fn sweep_interval(backups: &[NodeBackup]) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// When the next sweep is due once the interval became `interval`: a shorter interval brings it
+/// forward. Without that, the sweep scheduled before the first configuration arrived (with the
+/// 60 s default) held every sweep off for a minute, and inotify, which only watches directories
+/// of files already followed, does not announce a file created in a new directory meanwhile.
+fn next_sweep_after(scheduled: Instant, last_sweep: Instant, interval: Duration) -> Instant {
+    scheduled.min(last_sweep + interval)
+}
+
 /// Runs one pass on a blocking thread.
 async fn pass(engine: Engine, kind: PassKind) -> Result<(Engine, Vec<PolicyReport>), BackupError> {
     tokio::task::spawn_blocking(move || {
@@ -160,6 +168,7 @@ where
         engine.apply(generation, backups);
     }
     let mut next_sweep = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut config_open = true;
     let mut catch_up = false;
     tokio::pin!(shutdown);
@@ -176,6 +185,7 @@ where
                 }
                 let Some((generation, backups)) = config_rx.borrow_and_update().backups() else { continue };
                 interval = sweep_interval(&backups);
+                next_sweep = next_sweep_after(next_sweep, last_sweep, interval);
                 engine.apply(generation, backups);
                 PassKind::Event
             }
@@ -191,7 +201,8 @@ where
             _ = tokio::time::sleep_until(next_sweep) => PassKind::Sweep,
         };
         if kind == PassKind::Sweep {
-            next_sweep = Instant::now() + interval;
+            last_sweep = Instant::now();
+            next_sweep = last_sweep + interval;
         }
         let generation = engine.generation();
         let (e, reports) = pass(engine, kind).await?;
@@ -252,4 +263,19 @@ where
         None => Box::new(LogStatusSink),
     };
     Ok(tokio::spawn(run(config_rx, settings, resolver, status, stopped(stop_rx))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shorter_interval_brings_the_next_sweep_forward() {
+        let last = Instant::now();
+        let scheduled = last + Duration::from_secs(60);
+        assert_eq!(next_sweep_after(scheduled, last, Duration::from_secs(1)), last + Duration::from_secs(1));
+        // A longer one does not push a due sweep back.
+        let soon = last + Duration::from_secs(1);
+        assert_eq!(next_sweep_after(soon, last, Duration::from_secs(60)), soon);
+    }
 }

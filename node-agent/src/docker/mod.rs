@@ -20,6 +20,8 @@ pub mod translate;
 
 use std::path::{Path, PathBuf};
 
+use tailor_crds::node::{ContainerInfo, PodInfo};
+
 pub use client::{ClientError, DockerClient};
 pub use config::{ConfigError, DockerConfig};
 pub use discovery::{Discovery, Publish};
@@ -65,5 +67,44 @@ impl DockerMode {
         let discovery = Discovery::new(client, config, node, locator.clone(), publish)
             .watch_config_file(PathBuf::from(config_path));
         Ok(DockerMode { discovery, locator })
+    }
+}
+
+/// The key of a target across configurations: a plain Docker container (its pod UID is its own
+/// container ID, see `translate`) is keyed on that ID, so a rename keeps its checkpoints and
+/// backup records; every other target on namespace, pod and container name, as the custom
+/// resources define it (a Kubernetes container's ID changes at each restart, its files do not).
+pub fn target_key(pod: &PodInfo, container: &ContainerInfo) -> String {
+    match container.container_id.as_deref() {
+        Some(id) if !id.is_empty() && pod.uid == id => format!("{}/{id}", pod.namespace),
+        _ => format!("{}/{}/{}", pod.namespace, pod.name, container.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_containers_are_keyed_on_their_id_pods_on_names() {
+        let pod = |name: &str, uid: &str| PodInfo {
+            namespace: "docker".into(),
+            name: name.into(),
+            uid: uid.into(),
+            workload: None,
+        };
+        let container = |name: &str, id: Option<&str>| ContainerInfo {
+            name: name.into(),
+            image: "busybox".into(),
+            container_id: id.map(Into::into),
+            runtime: Some("docker".into()),
+            restart_count: 0,
+            terminated: false,
+        };
+        assert_eq!(target_key(&pod("web", "abc"), &container("web", Some("abc"))), "docker/abc");
+        assert_eq!(target_key(&pod("renamed", "abc"), &container("renamed", Some("abc"))), "docker/abc");
+        // A pod's container (cri-dockerd, or Kubernetes mode) keeps the CRDs' key.
+        assert_eq!(target_key(&pod("web-0", "uid-1"), &container("app", Some("abc"))), "docker/web-0/app");
+        assert_eq!(target_key(&pod("web-0", ""), &container("app", None)), "docker/web-0/app");
     }
 }

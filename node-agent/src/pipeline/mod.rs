@@ -62,8 +62,12 @@ impl PipelineError {
 }
 
 /// Builds the processor of one target.
-pub fn build(collection: &NodeCollection, meta: &TargetMeta) -> Result<Box<dyn Processor>, PipelineError> {
-    Ok(Box::new(Pipeline::new(collection, meta, Arc::default())?))
+pub fn build(
+    collection: &NodeCollection,
+    meta: &TargetMeta,
+    counters: Arc<PipelineCounters>,
+) -> Result<Box<dyn Processor>, PipelineError> {
+    Ok(Box::new(Pipeline::new(collection, meta, counters)?))
 }
 
 /// The pipeline of one target.
@@ -143,6 +147,10 @@ impl Processor for Pipeline {
             multiline.flush(now, force, &mut self.released);
             self.run_released(out);
         }
+    }
+
+    fn holds(&self) -> bool {
+        self.held() > 0
     }
 }
 

@@ -1,6 +1,7 @@
-//! Kafka output, with `rskafka`: a pure-Rust client maintained by InfluxData (used in IOx), that
-//! speaks the Kafka protocol natively on Tokio and builds in seconds, where `rdkafka` would
-//! compile librdkafka's C code (minutes on 2 cores) and bring its own threads and queues.
+//! Kafka output, with `rskafka`: a pure-Rust client from InfluxData (0.6, 2025; maintained, with
+//! commits in 2026), that speaks the Kafka protocol natively on Tokio and builds in seconds,
+//! where `rdkafka` would compile librdkafka's C code (minutes on 2 cores, or link Debian's
+//! librdkafka-dev) and bring its own threads and queues.
 //!
 //! - Topic from a pattern: `{field}` is replaced by the event's field (`net::fields::lookup`;
 //!   characters Kafka does not allow in topic names become `_`, a missing field becomes
@@ -9,9 +10,11 @@
 //!   modulo the partition count), so consumers see one key in one partition; events without a
 //!   key go round-robin per batch.
 //! - `acks=all` (rskafka always sends `acks=-1`), so a produce succeeds only once every in-sync
-//!   replica has the records. rskafka has no idempotent producer (no producer ID / sequence
-//!   numbers): a produce retried after a lost response can duplicate that partition's records;
-//!   consumers can deduplicate on the `tailor_id`-free document fields (pod uid + offset).
+//!   replica has the records. rskafka has no idempotent producer (no InitProducerId, batches go
+//!   out with producer id -1 and no sequence numbers), so delivery is at-least-once: a produce
+//!   retried after a lost response can duplicate that partition's records. Every record carries
+//!   `Event::id` (file identity + offset, the Elasticsearch `_id`) in its `tailor-id` header, so
+//!   consumers can drop the copies.
 //! - TLS when the output has a `tls` section; `username`/`password` credentials become
 //!   SASL/PLAIN.
 //! - A produce that fails is retried with back-off for the failed partitions only; records the
@@ -120,14 +123,19 @@ pub fn partition_for_key(key: &[u8], n: usize) -> usize {
     ((murmur2(key) & 0x7fff_ffff) as usize) % n.max(1)
 }
 
-/// The Kafka record of an event: the JSON document as value, the key field as key.
+/// The record header carrying `Event::id`, so that consumers can drop the copies an
+/// at-least-once producer may write.
+pub const ID_HEADER: &str = "tailor-id";
+
+/// The Kafka record of an event: the JSON document as value, the key field as key, the event's
+/// deterministic id as a header.
 pub fn record_for(ev: &Event, key_field: Option<&str>) -> Record {
     let mut value = Vec::with_capacity(ev.message.len() + 256);
     crate::encode::encode_json(ev, &mut value);
     Record {
         key: key_field.and_then(|f| fields::lookup(ev, f)).map(|k| k.as_bytes().to_vec()),
         value: Some(value),
-        headers: BTreeMap::new(),
+        headers: BTreeMap::from([(ID_HEADER.to_string(), ev.id().into_bytes())]),
         timestamp: chrono::DateTime::from_timestamp_nanos(ev.timestamp_nanos),
     }
 }

@@ -121,13 +121,26 @@ fn docker_quiet(args: &[&str]) -> String {
 }
 
 /// Polls `check` until it returns `Some`, failing with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_or_explain(what, limit, check, String::new)
+}
+
+/// `wait_for` that adds `explain()` (agent logs, what is on disk) to the failure: a timeout
+/// alone says nothing about why.
+pub fn wait_or_explain<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            panic!("timed out waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -41,9 +41,12 @@ pub enum Rule {
         start: Option<Regex>,
         continuation: Option<Regex>,
     },
-    /// Indented `at` frames, `Caused by:`, `Suppressed:` and `... N more` continue the event.
+    /// Indented `at` frames, `Caused by:`, `Suppressed:` and `... N more` continue the event; an
+    /// exception line (`java.lang.IllegalStateException: boom`) joins the log line just before it
+    /// (the logger's message that announced it), and otherwise starts a trace.
     Java {
         continuation: Regex,
+        exception: Regex,
     },
     Python {
         traceback: Regex,
@@ -57,6 +60,8 @@ pub enum Rule {
 }
 
 const JAVA_CONTINUATION: &str = r"^(?:\s+at\s|\s*Caused by:|\s*Suppressed:|\s+\.\.\. \d+ (?:more|common frames omitted)|\s*\.\.\. \d+ more)";
+// A fully qualified Throwable at the margin: `pkg.Name(Exception|Error|Throwable)`, then `:` or the end.
+const JAVA_EXCEPTION: &str = r"^(?:[A-Za-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error|Throwable)(?::|\r?$)";
 const PY_TRACEBACK: &str = r"^Traceback \(most recent call last\):";
 const PY_CHAIN: &str = r"^(?:During handling of the above exception, another exception occurred:|The above exception was the direct cause of the following exception:)";
 const PY_INDENTED_OR_BLANK: &str = r"^(?:[ \t]|\r?$)";
@@ -92,9 +97,10 @@ impl Rule {
                 }
                 Rule::Custom { start, continuation }
             }
-            MultilineMode::Java => {
-                Rule::Java { continuation: compile("multiline.mode(java)", JAVA_CONTINUATION)? }
-            }
+            MultilineMode::Java => Rule::Java {
+                continuation: compile("multiline.mode(java)", JAVA_CONTINUATION)?,
+                exception: compile("multiline.mode(java)", JAVA_EXCEPTION)?,
+            },
             MultilineMode::Python => Rule::Python {
                 traceback: compile("multiline.mode(python)", PY_TRACEBACK)?,
                 chain: compile("multiline.mode(python)", PY_CHAIN)?,
@@ -140,9 +146,12 @@ impl Rule {
                 }
                 (None, None) => Start(Phase::Closed),
             },
-            Rule::Java { continuation } => {
+            // `Open`: a log line with nothing joined yet; `Trace`: an exception and its frames.
+            Rule::Java { continuation, exception } => {
                 if continuation.is_match(line) {
-                    Continue(Phase::Open)
+                    Continue(Phase::Trace)
+                } else if exception.is_match(line) {
+                    if current == Some(Phase::Open) { Continue(Phase::Trace) } else { Start(Phase::Trace) }
                 } else {
                     Start(Phase::Open)
                 }
@@ -228,7 +237,18 @@ mod tests {
             "\t... 2 more",
             "2024-05-01 10:00:01.000 INFO  [main] c.e.App - next",
         ];
-        assert_eq!(joins(&rule, &lines), [false, false, true, true, true, true, true, false]);
+        assert_eq!(joins(&rule, &lines), [false, true, true, true, true, true, true, false]);
+        // Exceptions logged without a message line: each starts its own event, and one does not
+        // join the trace of the one before.
+        let lines = [
+            "java.lang.IllegalStateException: first",
+            "\tat com.example.App.a(App.java:1)",
+            "java.lang.IllegalArgumentException",
+            "\tat com.example.App.b(App.java:2)",
+            "org.example.CustomError: third, no frames",
+            "com.example.Shutdown: not a Throwable name, a log line",
+        ];
+        assert_eq!(joins(&rule, &lines), [false, true, false, true, false, false]);
     }
 
     #[test]

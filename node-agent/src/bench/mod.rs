@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod receiver;
+mod sinks;
+
 /// Options of `tailor-agent bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -29,6 +32,14 @@ pub struct BenchArgs {
     /// Work directory (default: a temporary one).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the output workloads instead (JSON parse and enrichment into the file, HTTP,
+    /// Elasticsearch and Loki outputs, the last three against a local receiver).
+    #[arg(long)]
+    pub sinks: bool,
+    /// An extra argument for the measured `tailor-agent run` (repeat it), e.g.
+    /// `--agent-arg=--sink-queue --agent-arg=4`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
 }
 
 /// Line length, including the CRI prefix and the newline.
@@ -59,18 +70,32 @@ impl Figures {
             self.cpu
         );
     }
+
+    /// How this process compares with a peer's run of the same workload.
+    fn ratios(&self, peer: &Figures) -> String {
+        let mb_per_cpu = |x: &Figures| x.bytes as f64 / 1e6 / x.cpu.max(1e-9);
+        format!(
+            "MB per CPU-second x{:.2}, peak RSS x{:.2}, wall time x{:.2}",
+            mb_per_cpu(self) / mb_per_cpu(peer),
+            self.peak_rss_kib as f64 / peer.peak_rss_kib.max(1) as f64,
+            self.wall / peer.wall
+        )
+    }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("tailor-bench").tempdir()?;
     let base = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let exe = std::env::current_exe()?;
+    if args.sinks {
+        return sinks::run(&args, &exe, &base);
+    }
     println!("workloads of {LINE_BYTES}-byte CRI lines; figures of the whole agent process");
 
     let w = base.join("one-file");
     let logs = prepare(&w, 1)?;
     write_lines(&logs[0], 0, args.lines)?;
-    let tailor = run_tailor(&exe, &w, 1, args.lines, None)?;
+    let tailor = run_tailor(&exe, &args.agent_args, &w, args.lines, None)?;
     tailor.print("tailor: 1 file, full speed");
 
     let w = base.join("hundred-files");
@@ -78,8 +103,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let total = args.rate * args.seconds;
     let f = run_tailor(
         &exe,
+        &args.agent_args,
         &w,
-        100,
         total,
         Some(Box::new(move || paced_writer(&logs, args.rate, args.seconds))),
     )?;
@@ -91,8 +116,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let total = idle_rate * args.seconds;
     let f = run_tailor(
         &exe,
+        &args.agent_args,
         &w,
-        1000,
         total,
         Some(Box::new(move || paced_writer(&logs, idle_rate, args.seconds))),
     )?;
@@ -124,13 +149,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             match figures {
                 Ok(f) => {
                     f.print(&format!("{name}: 1 file, full speed"));
-                    let mb_per_cpu = |x: &Figures| x.bytes as f64 / 1e6 / x.cpu.max(1e-9);
-                    println!(
-                        "  ratio tailor/{name}: MB per CPU-second x{:.2}, peak RSS x{:.2}, wall time x{:.2}",
-                        mb_per_cpu(&tailor) / mb_per_cpu(&f),
-                        tailor.peak_rss_kib as f64 / f.peak_rss_kib.max(1) as f64,
-                        tailor.wall / f.wall
-                    );
+                    println!("  ratio tailor/{name}: {}", tailor.ratios(&f));
                 }
                 Err(e) => println!("{name}: not run: {e:#}"),
             }
@@ -203,13 +222,26 @@ type Writer = Box<dyn FnOnce() + Send>;
 
 fn run_tailor(
     exe: &Path,
+    extra: &[String],
     w: &Path,
-    files: usize,
     expect: u64,
     writer: Option<Writer>,
 ) -> anyhow::Result<Figures> {
-    let mut child = Command::new(exe)
+    let mut child = spawn_tailor(exe, extra, w)?;
+    let start = Instant::now();
+    let writer = writer.map(std::thread::spawn);
+    let res = wait_until(&mut child, expect, &mut file_lines(w.join("out/bench/lcc/out")));
+    if let Some(h) = writer {
+        let _ = h.join();
+    }
+    finish(&mut child, start, expect, res)
+}
+
+/// Starts `tailor-agent run` on the work directory laid out by `prepare`.
+fn spawn_tailor(exe: &Path, extra: &[String], w: &Path) -> anyhow::Result<Child> {
+    Ok(Command::new(exe)
         .args(["run", "--node-name", "bench", "--checkpoint-interval", "5s"])
+        .args(extra)
         .arg("--host-root")
         .arg(w.join("host"))
         .arg("--state-dir")
@@ -220,58 +252,61 @@ fn run_tailor(
         .arg(w.join("out"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    let writer = writer.map(std::thread::spawn);
-    let out_dir = w.join("out/bench/lcc/out");
-    let res = wait_for_lines(&mut child, &out_dir, expect, Duration::from_secs(300));
-    if let Some(h) = writer {
-        let _ = h.join();
-    }
+        .spawn()?)
+}
+
+/// Takes the figures of a process that was started at `start`, then stops it.
+fn finish(
+    child: &mut Child,
+    start: Instant,
+    expect: u64,
+    waited: anyhow::Result<()>,
+) -> anyhow::Result<Figures> {
     let wall = start.elapsed().as_secs_f64();
     let (cpu, rss) = proc_figures(child.id());
-    stop(&mut child);
-    res?;
-    let _ = files;
+    stop(child);
+    waited?;
     Ok(Figures { lines: expect, bytes: expect * LINE_BYTES as u64, wall, cpu, peak_rss_kib: rss })
 }
 
-/// Polls the NDJSON files under `dir` until they hold `expect` lines.
-fn wait_for_lines(child: &mut Child, dir: &Path, expect: u64, limit: Duration) -> anyhow::Result<()> {
+/// Polls `count` until it reaches `expect`, the process exits, or five minutes pass.
+fn wait_until(child: &mut Child, expect: u64, count: &mut dyn FnMut() -> u64) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut counted: std::collections::HashMap<PathBuf, (u64, u64)> = Default::default();
-    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let mut total = 0;
-        if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let p = e.path();
-                let (off, lines) = counted.entry(p.clone()).or_default();
-                if let Ok(mut f) = File::open(&p) {
-                    use std::io::Seek;
-                    f.seek(std::io::SeekFrom::Start(*off))?;
-                    loop {
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        *off += n as u64;
-                        *lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-                    }
-                }
-                total += *lines;
-            }
-        }
+        let total = count();
         if total >= expect {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("process exited early ({status}) after {total} of {expect} lines");
         }
-        if start.elapsed() > limit {
+        if start.elapsed() > Duration::from_secs(300) {
             anyhow::bail!("timed out with {total} of {expect} lines");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts the lines of the files under `dir`, reading only what was appended since last time.
+fn file_lines(dir: PathBuf) -> impl FnMut() -> u64 {
+    let mut counted: std::collections::HashMap<PathBuf, (u64, u64)> = Default::default();
+    let mut buf = vec![0u8; 1 << 20];
+    move || {
+        let mut total = 0;
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let (off, lines) = counted.entry(e.path()).or_default();
+            if let Ok(mut f) = File::open(e.path()) {
+                use std::io::Seek;
+                if f.seek(std::io::SeekFrom::Start(*off)).is_ok() {
+                    while let Ok(n @ 1..) = f.read(&mut buf) {
+                        *off += n as u64;
+                        *lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+                    }
+                }
+            }
+            total += *lines;
+        }
+        total
     }
 }
 
@@ -320,12 +355,7 @@ fn run_fluent_bit(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Re
         dir.display()
     );
     fs::write(dir.join("fb.conf"), conf)?;
-    let mut child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("fb.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_peer(bin, &["-c"], &dir.join("fb.conf"))?;
     measure(&mut child, &dir.join("out"), expect)
 }
 
@@ -341,21 +371,17 @@ fn run_vector(bin: &Path, w: &Path, input: &Path, expect: u64) -> anyhow::Result
         dir.display()
     );
     fs::write(dir.join("vector.toml"), conf)?;
-    let mut child = Command::new(bin)
-        .args(["--quiet", "-c"])
-        .arg(dir.join("vector.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_peer(bin, &["--quiet", "-c"], &dir.join("vector.toml"))?;
     measure(&mut child, &dir.join("out"), expect)
 }
 
-fn measure(child: &mut Child, out: &Path, expect: u64) -> anyhow::Result<Figures> {
+/// Starts a peer agent on its configuration file, quiet.
+fn spawn_peer(bin: &Path, args: &[&str], conf: &Path) -> std::io::Result<Child> {
+    Command::new(bin).args(args).arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+}
+
+pub(crate) fn measure(child: &mut Child, out: &Path, expect: u64) -> anyhow::Result<Figures> {
     let start = Instant::now();
-    let res = wait_for_lines(child, out, expect, Duration::from_secs(300));
-    let wall = start.elapsed().as_secs_f64();
-    let (cpu, rss) = proc_figures(child.id());
-    stop(child);
-    res?;
-    Ok(Figures { lines: expect, bytes: expect * LINE_BYTES as u64, wall, cpu, peak_rss_kib: rss })
+    let res = wait_until(child, expect, &mut file_lines(out.to_path_buf()));
+    finish(child, start, expect, res)
 }
