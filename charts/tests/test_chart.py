@@ -34,16 +34,22 @@ def operator_rules(namespace: str) -> dict:
         (None, GROUP, "logbackups"): READ | {"create", "patch", "delete"},
         **{(None, g, r): v for (g, r), v in EVENTS.items()},
         (namespace, "coordination.k8s.io", "leases"): {"get", "create", "update"},
+        # Secrets outputs name: `get` anywhere (never list/watch), mirrors in its own namespace.
+        (None, "", "secrets"): {"get"},
+        (namespace, "", "secrets"): READ | {"create", "patch", "delete"},
     }
 
 
-AGENT_RULES = {
-    (None, GROUP, "nodelogconfigs"): READ,
-    (None, GROUP, "logbackups"): READ,
-    (None, GROUP, "nodelogconfigs/status"): STATUS,
-    (None, GROUP, "logbackups/status"): STATUS,
-    **{(None, g, r): v for (g, r), v in EVENTS.items()},
-}
+def agent_rules(namespace: str) -> dict:
+    return {
+        (None, GROUP, "nodelogconfigs"): READ,
+        (None, GROUP, "logbackups"): READ,
+        (None, GROUP, "nodelogconfigs/status"): STATUS,
+        (None, GROUP, "logbackups/status"): STATUS,
+        **{(None, g, r): v for (g, r), v in EVENTS.items()},
+        # The operator's mirrors only: Secrets of the release namespace, read-only.
+        (namespace, "", "secrets"): READ,
+    }
 
 NON_DEFAULT = {
     "fullnameOverride": "logs",
@@ -150,7 +156,11 @@ def test_rbac_grants_exactly_the_list(scenario):
     for o in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
         for rule in o["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
-            assert "secrets" not in rule["resources"], "no Secret access"
+            if "secrets" in rule["resources"]:
+                # Cluster-wide, Secrets may only be read one by one (no list/watch, no writes);
+                # anything more is confined to the release namespace.
+                assert o["kind"] == "Role" or set(rule["verbs"]) == {"get"}, (o["metadata"]["name"], rule)
+                assert rule["resources"] == ["secrets"], rule
     base = v.get("fullnameOverride") or release
     sas = {o["metadata"]["name"] for o in by_kind(objects, "ServiceAccount")}
     if v["operator"]["enabled"]:
@@ -160,7 +170,7 @@ def test_rbac_grants_exactly_the_list(scenario):
     if v["agent"]["enabled"]:
         sa = v["agent"]["serviceAccount"]["name"] or f"{base}-agent"
         assert sa in sas
-        assert granted(objects, sa, namespace) == AGENT_RULES
+        assert granted(objects, sa, namespace) == agent_rules(namespace)
     # Nothing else is bound to anybody.
     for b in by_kind(objects, "RoleBinding") + by_kind(objects, "ClusterRoleBinding"):
         for s in b["subjects"]:

@@ -109,7 +109,12 @@ def test_rbac_as_seen_by_the_api_server(installed, install):
         (operator, True, f"update leases.coordination.k8s.io -n {ns}"),
         (operator, False, "update leases.coordination.k8s.io -n kube-system"),
         (operator, False, "patch logcollectionconfigs.logging.tailor.dev -n team-a"),  # never a user's spec
-        (operator, False, f"get secrets -n {ns}"),
+        (operator, True, "get secrets -n team-a"),  # one by one, the Secrets outputs name
+        (operator, False, "list secrets -n team-a"),
+        (operator, False, "watch secrets --all-namespaces"),
+        (operator, False, "patch secrets -n team-a"),
+        (operator, True, f"create secrets -n {ns}"),  # mirrors, in its own namespace only
+        (operator, True, f"list secrets -n {ns}"),
         (operator, False, "patch pods -n team-a"),
         (agent, True, "watch nodelogconfigs.logging.tailor.dev"),
         (agent, True, "patch nodelogconfigs.logging.tailor.dev --subresource=status"),
@@ -118,6 +123,9 @@ def test_rbac_as_seen_by_the_api_server(installed, install):
         (agent, False, "patch nodelogconfigs.logging.tailor.dev"),  # never a spec
         (agent, False, "create logbackups.logging.tailor.dev -n team-a"),
         (agent, False, "list secrets --all-namespaces"),
+        (agent, False, "get secrets -n team-a"),
+        (agent, True, f"watch secrets -n {ns}"),  # the operator's mirrors
+        (agent, False, f"create secrets -n {ns}"),
         (agent, False, "list pods --all-namespaces"),
     ]
 

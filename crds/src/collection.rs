@@ -247,7 +247,8 @@ pub struct OutputSpec {
     /// TLS settings for network outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
-    /// A Secret of this namespace with `username`/`password` or `token` keys.
+    /// A Secret of this namespace with `username`/`password` or `token` keys (labelled
+    /// `logging.tailor.dev/output-secret: "true"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
     /// Buffering while the output is slow or down.
@@ -376,7 +377,8 @@ pub enum Compression {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// A Secret of this namespace holding `ca.crt` (and `tls.crt`/`tls.key` for client auth).
+    /// A Secret of this namespace holding `ca.crt` (and `tls.crt`/`tls.key` for client auth),
+    /// labelled `logging.tailor.dev/output-secret: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
     /// Skip server certificate verification (testing only).
@@ -388,6 +390,9 @@ pub struct TlsSpec {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
+    /// The Secret's name. In a LogCollectionConfig: a Secret of its namespace labelled
+    /// `logging.tailor.dev/output-secret: "true"`; in a NodeLogConfig: the operator's mirror of it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
 }
 

@@ -9,6 +9,7 @@ pub mod collection;
 pub mod common;
 pub mod generate;
 pub mod node;
+pub mod secrets;
 pub mod select;
 pub mod units;
 

@@ -48,6 +48,8 @@ impl Operators {
             let metrics_addr = format!("127.0.0.1:{}", free_port()?);
             let mut cmd = Command::new(&bins.operator);
             cmd.args(["run", "--metrics-addr", &metrics_addr, "--lease-namespace", SYSTEM_NAMESPACE])
+                // Rotation of output Secrets reaches their mirrors within seconds.
+                .args(["--secret-refresh-secs", "2"])
                 .env("KUBECONFIG", &kubeconfig)
                 .env("POD_NAME", &identity)
                 .env("HOSTNAME", &identity)
@@ -109,6 +111,8 @@ pub fn start_agent(cluster: &Cluster, node: &str, dirs: &AgentDirs, base: &Path)
         .args(["--metrics-addr", &metrics_addr, "--checkpoint-interval", "1s"])
         .env("KUBECONFIG", &kubeconfig)
         .env("NODE_NAME", node)
+        // As the DaemonSet sets it: where the operator mirrors the Secrets outputs name.
+        .env("POD_NAMESPACE", SYSTEM_NAMESPACE)
         .env("RUST_LOG", std::env::var("TAILOR_E2E_LOG").unwrap_or_else(|_| "info".into()));
     Process::spawn(&format!("agent-{node}"), cmd, &base.join("agent.log"))
 }

@@ -172,7 +172,11 @@ async fn least_privilege() -> Result<()> {
     let g = |r: &str| format!("{r}.logging.tailor.dev");
     // The agent: reads its configuration, writes statuses, nothing else.
     expect(AGENT_USER, false, "get", "secrets", None, None);
+    expect(AGENT_USER, false, "get", "secrets", None, Some(&ns));
     expect(AGENT_USER, false, "list", "secrets", None, Some(&ns));
+    // Only the operator's mirrors, read-only.
+    expect(AGENT_USER, true, "watch", "secrets", None, Some(SYSTEM_NAMESPACE));
+    expect(AGENT_USER, false, "create", "secrets", None, Some(SYSTEM_NAMESPACE));
     expect(AGENT_USER, true, "watch", &g("nodelogconfigs"), None, None);
     expect(AGENT_USER, true, "patch", &g("nodelogconfigs"), Some("status"), None);
     expect(AGENT_USER, false, "patch", &g("nodelogconfigs"), None, None);
@@ -189,9 +193,15 @@ async fn least_privilege() -> Result<()> {
     }
     expect(AGENT_USER, false, "list", "pods", None, None);
     // The operator: reads the cluster's pods and nodes and the user resources, writes rendered
-    // objects and statuses, never a user's spec, never Secrets.
-    expect(OPERATOR_USER, false, "get", "secrets", None, None);
+    // objects and statuses, never a user's spec.
+    // Secrets: one by one (the ones outputs name), never listed or watched outside its own
+    // namespace, where it keeps their mirrors.
+    expect(OPERATOR_USER, true, "get", "secrets", None, None);
     expect(OPERATOR_USER, false, "list", "secrets", None, Some(&ns));
+    expect(OPERATOR_USER, false, "watch", "secrets", None, None);
+    expect(OPERATOR_USER, false, "create", "secrets", None, Some(&ns));
+    expect(OPERATOR_USER, true, "create", "secrets", None, Some(SYSTEM_NAMESPACE));
+    expect(OPERATOR_USER, true, "delete", "secrets", None, Some(SYSTEM_NAMESPACE));
     expect(OPERATOR_USER, true, "watch", "pods", None, None);
     expect(OPERATOR_USER, true, "watch", "nodes", None, None);
     expect(OPERATOR_USER, false, "patch", "pods", None, Some(&ns));

@@ -717,3 +717,162 @@ async fn samples_render_in_the_cluster_as_offline() -> Result<()> {
     scene.pass();
     Ok(())
 }
+
+/// Outputs that name Secrets: the operator mirrors an opted-in Secret (only the keys outputs
+/// use) into the install namespace and renders the mirror's name into the NodeLogConfig; the
+/// node's agent, which may not read the original, resolves the mirror; a missing Secret is a
+/// condition on its resource and an error on its agent's targets; an unnamed mirror is deleted.
+#[tokio::test]
+async fn output_secrets_are_mirrored_for_the_agent() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    use tailor_e2e::kubeconfig::{Identity, SYSTEM_NAMESPACE, write_impersonating};
+
+    let mut scene = scene("secrets").await?;
+    let team = scene.namespace("team").await?;
+    let n1 = scene.node("n1").await?;
+    let web1 =
+        scene.pod(PodFixture::new(&team, "web-1", &n1.name).label("app", "web").container("app")).await?;
+    let api1 =
+        scene.pod(PodFixture::new(&team, "api-1", &n1.name).label("app", "api").container("app")).await?;
+    for pod in [&web1, &api1] {
+        scene.write_stdout(pod, "app", &lines(pod.name(), 1))?;
+    }
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "es-creds", "namespace": team, "labels": {"logging.tailor.dev/output-secret": "true"}},
+        "stringData": {"username": "shipper", "password": "s3cr3t", "db-url": "postgres://not-for-logs"}});
+    let with_creds = |name: &str, app: &str, creds: &str| {
+        let mut lcc = collection_config(&team, name, include(json!({"app": app})), &[]);
+        lcc["spec"]["outputs"] = json!([{"name": "es", "type": "http",
+            "http": {"uri": "https://es.invalid:9200/bulk"}, "credentialsSecretRef": {"name": creds}}]);
+        lcc
+    };
+    let web = with_creds("web", "web", "es-creds");
+    let api = with_creds("api", "api", "missing-creds");
+    scene.apply(&[&secret, &web, &api])?;
+    scene.start_agent(&n1)?;
+
+    // The mirror: in the install namespace, the output keys only, annotated with its source.
+    let mirrors: Api<Secret> = Api::namespaced(scene.client.clone(), SYSTEM_NAMESPACE);
+    let mirror_of = |ns: String| {
+        let mirrors = mirrors.clone();
+        async move {
+            let list =
+                mirrors.list(&ListParams::default().labels("logging.tailor.dev/secret-mirror=true")).await?;
+            Ok::<_, anyhow::Error>(list.items.into_iter().find(|s| {
+                let a = s.metadata.annotations.clone().unwrap_or_default();
+                a.get("logging.tailor.dev/source-namespace") == Some(&ns)
+                    && a.get("logging.tailor.dev/source-name").map(String::as_str) == Some("es-creds")
+            }))
+        }
+    };
+    let mirror = eventually("the mirror of es-creds", SETTLE, || async {
+        mirror_of(team.clone()).await?.context("no mirror yet")
+    })
+    .await?;
+    let mirror_name = mirror.metadata.name.clone().context("mirror without name")?;
+    let data = mirror.data.clone().unwrap_or_default();
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    ensure!(keys == ["password", "username"], "mirror keys {keys:?}");
+    ensure!(data["username"].0 == b"shipper" && data["password"].0 == b"s3cr3t", "mirror values differ");
+
+    // The NodeLogConfig names the mirror, not the user's Secret; the agent resolves it (no error
+    // on web's target) and reports the missing one on api's target.
+    let nlc = wait_config(&scene, &n1.name, "both collections, acknowledged with api's error only", |c| {
+        let errors = c.status.as_ref().map(|s| s.errors.clone()).unwrap_or_default();
+        acknowledged(c)
+            && c.spec.collections.len() == 2
+            && errors.len() == 1
+            && errors[0].target.contains("api-1")
+            && errors[0].message.contains("output es: secret")
+            && errors[0].message.contains("not found")
+    })
+    .await?;
+    let refs: BTreeMap<String, String> = nlc
+        .spec
+        .collections
+        .iter()
+        .map(|c| {
+            let name =
+                c.outputs[0].credentials_secret_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            (c.source.name.clone(), name)
+        })
+        .collect();
+    ensure!(refs["web"] == mirror_name, "web's output names {:?}, not the mirror {mirror_name}", refs["web"]);
+    ensure!(
+        refs["api"] != "missing-creds" && refs["api"].starts_with("tailor-"),
+        "api names {:?}",
+        refs["api"]
+    );
+    ensure!(!serde_json::to_string(&nlc)?.contains("s3cr3t"), "a Secret value in the NodeLogConfig");
+
+    // The missing Secret: a condition that says which and why.
+    let lccs: Api<LogCollectionConfig> = Api::namespaced(scene.client.clone(), &team);
+    eventually("api Degraded with SecretUnavailable", SETTLE, || async {
+        let s = lccs.get("api").await?.status.unwrap_or_default();
+        let d = s.conditions.iter().find(|c| c.type_ == "Degraded").context("no Degraded condition")?;
+        ensure!(
+            d.status == "True"
+                && d.reason == "SecretUnavailable"
+                && d.message.contains("missing-creds not found"),
+            "{d:?}"
+        );
+        Ok(())
+    })
+    .await?;
+
+    // The agent's identity reads the mirror in its namespace, and no Secret anywhere else.
+    let kubeconfig = scene.dir().join("agent.kubeconfig");
+    write_impersonating(scene.cluster.kubeconfig(), &Identity::Agent { node: n1.name.clone() }, &kubeconfig)?;
+    let agent = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &Default::default(),
+        )
+        .await?,
+    )?;
+    let forbidden = |r: Result<Secret, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    Api::<Secret>::namespaced(agent.clone(), SYSTEM_NAMESPACE)
+        .get(&mirror_name)
+        .await
+        .context("agent reads the mirror")?;
+    ensure!(
+        forbidden(Api::<Secret>::namespaced(agent.clone(), &team).get("es-creds").await),
+        "the agent read the user's Secret"
+    );
+    let listed = Api::<Secret>::all(agent).list(&ListParams::default()).await;
+    ensure!(
+        matches!(listed, Err(kube::Error::Api(s)) if s.code == 403),
+        "the agent listed Secrets cluster-wide"
+    );
+
+    // Rotation: the operator reads the Secret again and updates its mirror.
+    Api::<Secret>::namespaced(scene.client.clone(), &team)
+        .patch(
+            "es-creds",
+            &PatchParams::apply(tailor_e2e::scene::GITOPS_MANAGER),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "es-creds", "labels": {"logging.tailor.dev/output-secret": "true"}},
+                "stringData": {"username": "shipper", "password": "rotated"}})),
+        )
+        .await?;
+    eventually("the rotated password in the mirror", SETTLE, || async {
+        let m = mirrors.get(&mirror_name).await?;
+        let password = m.data.unwrap_or_default().get("password").map(|p| p.0.clone());
+        ensure!(password.as_deref() == Some(&b"rotated"[..]), "not yet");
+        Ok(())
+    })
+    .await?;
+
+    // No output names es-creds any more: its mirror goes. (Both resources go, so that the
+    // shared operators stop reading Secrets for this scene.)
+    for name in ["web", "api"] {
+        lccs.delete(name, &DeleteParams::default()).await?;
+    }
+    eventually("the mirror to be deleted", SETTLE, || async {
+        ensure!(mirror_of(team.clone()).await?.is_none(), "still there");
+        Ok(())
+    })
+    .await?;
+    scene.pass();
+    Ok(())
+}

@@ -35,6 +35,8 @@ use crate::moved_root::{Found, Seen, moved_root};
 use crate::pipeline::PipelineCounters;
 use crate::process::{Processor, build_processor};
 use crate::resolve::{InRoot, RootfsLocator, input_root};
+use crate::secrets::{NoSecrets, OutputSecrets, SecretSource, resolve_output};
+use crate::sinks::net::{NetOptions, NetStats};
 use crate::sinks::{self, Chunk, SinkContext, SinkHandle, spawn_sink};
 
 /// Bytes hashed into a file's fingerprint.
@@ -53,6 +55,9 @@ const LIGHT_TURN: usize = 64 * 1024;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
+/// How often outputs' Secrets are resolved again (rotation), when the source says they may
+/// have changed.
+const SECRET_CHECK: Duration = Duration::from_secs(1);
 
 /// Settings of the engine (from the command line).
 #[derive(Clone, Debug)]
@@ -137,9 +142,40 @@ struct Collection {
     in_config: bool,
     sinks: Vec<SinkHandle>,
     sink_error: Option<String>,
+    /// Per output (in spec order): the Secret values its sink was built with, or why they could
+    /// not be resolved; compared with a fresh resolution to notice rotation.
+    secrets: Vec<Resolved>,
     targets: BTreeMap<String, Target>,
     /// Shared by the pipelines of its targets, kept across configuration changes.
     counters: Arc<PipelineCounters>,
+}
+
+/// The outcome of resolving one output's Secrets (the error as its message).
+type Resolved = Result<OutputSecrets, String>;
+
+/// Which sinks of a collection to rebuild after its outputs' Secrets were resolved again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretRebuild {
+    Nothing,
+    /// These outputs (indices into the spec's outputs); the others keep running.
+    Outputs(Vec<usize>),
+    /// Every output: the collection was held, or now must be (a Secret became unusable).
+    All,
+}
+
+/// Decides what a change of resolved Secrets means for a collection whose sinks are `running`.
+pub fn secret_rebuild<T: PartialEq, E: PartialEq>(
+    before: &[Result<T, E>],
+    now: &[Result<T, E>],
+    running: bool,
+) -> SecretRebuild {
+    if before == now {
+        return SecretRebuild::Nothing;
+    }
+    if !running || before.len() != now.len() || now.iter().any(Result::is_err) {
+        return SecretRebuild::All;
+    }
+    SecretRebuild::Outputs((0..now.len()).filter(|&i| before[i] != now[i]).collect())
 }
 
 struct Target {
@@ -259,6 +295,10 @@ pub struct Engine {
     woken: HashSet<PathBuf>,
     /// Tasks of replaced sinks, delivering what they still hold.
     retired: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the values of the Secrets outputs name come from.
+    secrets: Arc<dyn SecretSource>,
+    /// Counters of network outputs by sink name, kept across rebuilds so that they never reset.
+    net_stats: BTreeMap<String, Arc<NetStats>>,
 }
 
 impl Engine {
@@ -304,7 +344,16 @@ impl Engine {
             out: Vec::new(),
             woken: HashSet::new(),
             retired: Vec::new(),
+            secrets: Arc::new(NoSecrets),
+            net_stats: BTreeMap::new(),
         }
+    }
+
+    /// Resolves the Secrets outputs name from `source` (default: none, and an output that names
+    /// one is not built).
+    pub fn with_secrets(mut self, source: Arc<dyn SecretSource>) -> Self {
+        self.secrets = source;
+        self
     }
 
     /// Runs until `shutdown` is requested, applying every configuration `config` publishes, and
@@ -318,6 +367,7 @@ impl Engine {
         let mut next_rescan = Instant::now();
         let mut next_checkpoint = Instant::now() + self.cfg.checkpoint_interval;
         let mut next_status = Instant::now();
+        let mut next_secret_check = Instant::now() + SECRET_CHECK;
         // A configuration published before the engine started counts too.
         let initial = config.borrow_and_update().clone();
         if let Some(a) = initial {
@@ -336,6 +386,10 @@ impl Engine {
             if now >= next_rescan {
                 self.rescan();
                 next_rescan = now + self.cfg.rescan_interval;
+            }
+            if now >= next_secret_check {
+                self.refresh_secrets();
+                next_secret_check = now + SECRET_CHECK;
             }
             let read = self.read_turn(now);
             self.settle(now);
@@ -405,12 +459,14 @@ impl Engine {
                 Some(c) => !same_outputs_and_pipeline(&c.spec, &spec),
             };
             if rebuild {
-                let (sinks, sink_error) = self.build_sinks(&spec);
+                let secrets = self.resolve_secrets(&spec);
+                let (sinks, sink_error) = self.build_sinks(&spec, &secrets);
                 match self.collections.get_mut(&key) {
                     Some(c) => {
                         self.retired
                             .extend(std::mem::replace(&mut c.sinks, sinks).into_iter().map(|h| h.task));
                         c.sink_error = sink_error;
+                        c.secrets = secrets;
                     }
                     None => {
                         self.collections.insert(
@@ -420,6 +476,7 @@ impl Engine {
                                 in_config: true,
                                 sinks,
                                 sink_error,
+                                secrets,
                                 targets: BTreeMap::new(),
                                 counters: Arc::default(),
                             },
@@ -487,32 +544,43 @@ impl Engine {
         );
     }
 
-    fn build_sinks(&self, spec: &NodeCollection) -> (Vec<SinkHandle>, Option<String>) {
-        let ctx = SinkContext {
-            node_name: self.cfg.node_name.clone(),
-            collection: spec.source.clone(),
-            output_dir: self.cfg.output_dir.clone(),
-            state_dir: self.cfg.state_dir.clone(),
-            file_max_bytes: self.cfg.file_max_bytes,
-            file_max_files: self.cfg.file_max_files,
-            force_stop: self.force_tx.subscribe(),
-            net: Default::default(),
-        };
+    /// The Secrets of every output of `spec`, in output order.
+    fn resolve_secrets(&self, spec: &NodeCollection) -> Vec<Resolved> {
+        spec.outputs
+            .iter()
+            .map(|o| {
+                resolve_output(o, &spec.source.namespace, &*self.secrets)
+                    .map_err(|e| format!("output {}: {e}", o.name))
+            })
+            .collect()
+    }
+
+    /// Builds and starts the sinks of every output; none when any cannot be built (`secrets` is
+    /// what `resolve_secrets` gave).
+    fn build_sinks(
+        &mut self,
+        spec: &NodeCollection,
+        secrets: &[Resolved],
+    ) -> (Vec<SinkHandle>, Option<String>) {
         let mut handles = Vec::new();
         let mut errors = Vec::new();
-        let _guard = self.rt.enter();
-        for o in &spec.outputs {
-            match sinks::build(o, &ctx) {
-                Ok(sink) => {
-                    handles.push(spawn_sink(sink, &o.batch, self.cfg.sink_queue, self.force_tx.subscribe()))
-                }
-                Err(e) => errors.push(e.to_string()),
+        for (i, resolved) in secrets.iter().enumerate() {
+            match resolved {
+                Ok(values) => match self.build_sink(spec, i, values) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(e.clone()),
             }
         }
         if !errors.is_empty() {
             // Every output must acknowledge an event before it is committed: with one missing,
             // reading this collection would either lose data for it or block forever. Hold it.
-            tracing::error!(errors = ?errors, "outputs could not be built; collection held");
+            tracing::error!(
+                collection = %format!("{}/{}", spec.source.namespace, spec.source.name),
+                errors = ?errors,
+                "outputs could not be built; collection held"
+            );
             return (Vec::new(), Some(errors.join("; ")));
         }
         if handles.is_empty() {
@@ -521,7 +589,91 @@ impl Engine {
         (handles, None)
     }
 
-    fn publish_sink_stats(&self) {
+    /// Builds and starts the sink of output `i` of `spec` with its resolved Secrets.
+    fn build_sink(
+        &mut self,
+        spec: &NodeCollection,
+        i: usize,
+        values: &OutputSecrets,
+    ) -> Result<SinkHandle, String> {
+        let output = &spec.outputs[i];
+        let mut ctx = SinkContext {
+            node_name: self.cfg.node_name.clone(),
+            collection: spec.source.clone(),
+            output_dir: self.cfg.output_dir.clone(),
+            state_dir: self.cfg.state_dir.clone(),
+            file_max_bytes: self.cfg.file_max_bytes,
+            file_max_files: self.cfg.file_max_files,
+            force_stop: self.force_tx.subscribe(),
+            net: NetOptions::default(),
+        };
+        let name = ctx.sink_name(output);
+        ctx.net = NetOptions {
+            credentials: values.credentials.clone(),
+            tls: values.tls.clone(),
+            stats: self.net_stats.entry(name).or_default().clone(),
+            ..NetOptions::default()
+        };
+        let _guard = self.rt.enter();
+        let sink = sinks::build(output, &ctx).map_err(|e| e.to_string())?;
+        Ok(spawn_sink(sink, &output.batch, self.cfg.sink_queue, self.force_tx.subscribe()))
+    }
+
+    /// Resolves every output's Secrets again and rebuilds the sinks whose values changed
+    /// (rotation), or holds a collection whose Secret became unusable.
+    fn refresh_secrets(&mut self) {
+        if !self.secrets.take_changed() {
+            return;
+        }
+        let keys: Vec<String> =
+            self.collections.iter().filter(|(_, c)| c.in_config).map(|(k, _)| k.clone()).collect();
+        let mut rebuilt = false;
+        for key in keys {
+            let Some(c) = self.collections.get(&key) else { continue };
+            let now = self.resolve_secrets(&c.spec);
+            let running = !c.sinks.is_empty();
+            let decision = secret_rebuild(&c.secrets, &now, running);
+            if decision == SecretRebuild::Nothing {
+                continue;
+            }
+            let spec = c.spec.clone();
+            let mut replaced = Vec::new();
+            let mut full = decision == SecretRebuild::All;
+            if let SecretRebuild::Outputs(indices) = &decision {
+                for &i in indices {
+                    let Ok(values) = &now[i] else { continue };
+                    match self.build_sink(&spec, i, values) {
+                        Ok(h) => replaced.push((i, h)),
+                        Err(e) => {
+                            tracing::error!(output = %spec.outputs[i].name, error = %e, "output rebuild failed");
+                            full = true;
+                        }
+                    }
+                }
+            }
+            let full_build = full.then(|| self.build_sinks(&spec, &now));
+            let Some(c) = self.collections.get_mut(&key) else { continue };
+            if let Some((sinks, error)) = full_build {
+                // Sinks built for single outputs above go unused (their tasks end at once).
+                self.retired.extend(std::mem::replace(&mut c.sinks, sinks).into_iter().map(|h| h.task));
+                c.sink_error = error;
+            } else {
+                for (i, h) in replaced {
+                    // The old sink delivers what it holds and ends; new chunks go to the new one.
+                    let old = std::mem::replace(&mut c.sinks[i], h);
+                    self.retired.push(old.task);
+                }
+            }
+            tracing::info!(collection = %key, rebuild = ?decision, "output secrets changed");
+            c.secrets = now;
+            rebuilt = true;
+        }
+        if rebuilt {
+            self.publish_sink_stats();
+        }
+    }
+
+    fn publish_sink_stats(&mut self) {
         let mut s = self.metrics.sinks.lock().unwrap_or_else(|p| p.into_inner());
         s.clear();
         for c in self.collections.values() {
@@ -529,6 +681,21 @@ impl Engine {
                 s.push((h.name.clone(), h.stats.clone()));
             }
         }
+        drop(s);
+        let live: BTreeSet<String> = self
+            .collections
+            .values()
+            .flat_map(|c| {
+                c.spec
+                    .outputs
+                    .iter()
+                    .map(|o| format!("{}/{}/{}", c.spec.source.namespace, c.spec.source.name, o.name))
+            })
+            .collect();
+        self.net_stats.retain(|name, _| live.contains(name));
+        let mut n = self.metrics.net_sinks.lock().unwrap_or_else(|p| p.into_inner());
+        *n = self.net_stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        drop(n);
         let mut p = self.metrics.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         *p = self.collections.iter().map(|(key, c)| (key.clone(), c.counters.clone())).collect();
     }
@@ -1578,5 +1745,28 @@ impl DirWatcher {
             self.dirs.retain(|_, p| self.watched.contains_key(p));
         }
         rescan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_changes_rebuild_only_what_they_touch() {
+        let ok = |v: u8| Ok::<u8, String>(v);
+        let err = || Err::<u8, String>("secret gone".into());
+        assert_eq!(secret_rebuild(&[ok(1), ok(2)], &[ok(1), ok(2)], true), SecretRebuild::Nothing);
+        // Rotation of one output's Secret: only that sink is replaced.
+        assert_eq!(
+            secret_rebuild(&[ok(1), ok(2), ok(3)], &[ok(1), ok(9), ok(3)], true),
+            SecretRebuild::Outputs(vec![1])
+        );
+        // A Secret that became unusable holds the whole collection (every output must ack).
+        assert_eq!(secret_rebuild(&[ok(1), ok(2)], &[ok(1), err()], true), SecretRebuild::All);
+        // A held collection whose Secret appeared is built whole.
+        assert_eq!(secret_rebuild(&[ok(1), err()], &[ok(1), ok(2)], false), SecretRebuild::All);
+        // Unchanged errors: nothing to do, the collection stays held with its error.
+        assert_eq!(secret_rebuild(&[err()], &[err()], false), SecretRebuild::Nothing);
     }
 }

@@ -17,5 +17,6 @@ pub mod moved_root;
 pub mod pipeline;
 pub mod process;
 pub mod resolve;
+pub mod secrets;
 pub mod sinks;
 pub mod status;

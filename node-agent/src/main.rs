@@ -9,6 +9,7 @@ use tailor_agent::docker::{DockerClient, DockerMode, DockerRootfs};
 use tailor_agent::engine::{Applied, Engine, EngineConfig, EngineStatus, Shutdown};
 use tailor_agent::metrics::Metrics;
 use tailor_agent::resolve::{ContainerdLocator, Locators, RootfsLocator};
+use tailor_agent::secrets::{DirSecrets, KubeMirrors, NoSecrets, SecretSource};
 use tailor_agent::{bench, config, metrics, status};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -82,6 +83,15 @@ struct RunArgs {
     docker: bool,
     #[arg(long, default_value = "unix:///var/run/docker.sock")]
     docker_host: String,
+    /// Values of the Secrets outputs name, as files `DIR/<namespace>/<name>/<key>` (the layout
+    /// of mounted Secrets). Without it, in a cluster, the operator's mirrors of them in
+    /// `--secrets-namespace` are read.
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
+    /// The agent's own namespace, where the operator mirrors the Secrets outputs name (default:
+    /// the namespace of the in-cluster config or the kubeconfig's context).
+    #[arg(long, env = "POD_NAMESPACE")]
+    secrets_namespace: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +113,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // One TLS provider for every client of the process (kube, sinks): when another crate of the
+    // build also enables aws-lc-rs, rustls cannot pick a default by itself and kube's client
+    // would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::Run(args) => rt.block_on(run(*args)),
@@ -159,6 +173,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             kube_client = Some(client);
         }
     }
+    let secrets: Arc<dyn SecretSource> = match (&args.secrets_dir, &kube_client) {
+        (Some(dir), _) => Arc::new(DirSecrets { root: dir.clone() }),
+        (None, Some(client)) => {
+            let ns = args.secrets_namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+            tracing::info!(namespace = %ns, "reading output secrets from the operator's mirrors");
+            Arc::new(KubeMirrors::start(client.clone(), &ns))
+        }
+        (None, None) => Arc::new(NoSecrets),
+    };
     // The backup engine follows the same configuration channel (and serves the backup API
     // when `--backup-api-addr` is given).
     let locator: Arc<dyn RootfsLocator> = Arc::new(Locators(vec![
@@ -211,7 +234,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     cfg.file_max_bytes = args.file_max_bytes;
     cfg.sink_queue = args.sink_queue.max(1);
     let shutdown = Shutdown::default();
-    let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics);
+    let engine = Engine::new(cfg, locator, tokio::runtime::Handle::current(), metrics).with_secrets(secrets);
     let engine_shutdown = shutdown.clone();
     let engine_thread = std::thread::Builder::new()
         .name("collection".into())

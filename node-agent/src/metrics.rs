@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::pipeline::PipelineCounters;
+use crate::sinks::net::NetStats;
 use crate::sinks::runner::SinkStats;
 
 /// Picks one counter of a pipeline's.
@@ -37,8 +38,37 @@ pub struct Metrics {
     pub heartbeat: AtomicI64,
     /// Counters of the live sinks, by name.
     pub sinks: Mutex<Vec<(String, Arc<SinkStats>)>>,
+    /// Counters of the network outputs, by sink name (`<namespace>/<collection>/<output>`).
+    pub net_sinks: Mutex<Vec<(String, Arc<NetStats>)>>,
     /// Counters of the pipelines of each collection (`namespace/name`).
     pub pipelines: Mutex<Vec<(String, Arc<PipelineCounters>)>>,
+}
+
+/// Picks one counter out of a network sink's counters.
+type NetCounter = fn(&NetStats) -> &AtomicU64;
+
+/// The per-output counters of network sinks: (metric, help, counter).
+const NET_COUNTERS: [(&str, &str, NetCounter); 5] = [
+    ("tailor_agent_output_delivered_total", "Events a network output's destination accepted", |s| {
+        &s.delivered
+    }),
+    ("tailor_agent_output_retried_total", "Events re-sent after a transient failure", |s| &s.retried),
+    (
+        "tailor_agent_output_dead_lettered_total",
+        "Events the destination rejected for good, written to the dead-letter file",
+        |s| &s.dead_lettered,
+    ),
+    ("tailor_agent_output_dropped_total", "Events dropped by a full dropNewest buffer", |s| &s.dropped),
+    (
+        "tailor_agent_output_failed_requests_total",
+        "Requests that failed (transport error, timeout, retryable status)",
+        |s| &s.failed_requests,
+    ),
+];
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -130,6 +160,22 @@ impl Metrics {
                 );
             }
         }
+        drop(sinks);
+        let net = self.net_sinks.lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, help, counter) in NET_COUNTERS {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (name, s) in net.iter() {
+                let output = name.rsplit('/').next().unwrap_or(name);
+                let _ = writeln!(
+                    out,
+                    "{metric}{{sink=\"{}\",output=\"{}\"}} {}",
+                    label_value(name),
+                    label_value(output),
+                    counter(s).load(Ordering::Relaxed)
+                );
+            }
+        }
+        drop(net);
         self.render_pipelines(&mut out);
         out
     }
@@ -190,6 +236,31 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_output_counters_are_exported_per_output() {
+        let m = Metrics::default();
+        let es = Arc::new(NetStats::default());
+        NetStats::add(&es.delivered, 7);
+        NetStats::add(&es.retried, 2);
+        NetStats::add(&es.dead_lettered, 1);
+        NetStats::add(&es.failed_requests, 3);
+        let loki = Arc::new(NetStats::default());
+        NetStats::add(&loki.dropped, 5);
+        *m.net_sinks.lock().unwrap() = vec![("team/web/es".into(), es), ("team/web/lo\"ki".into(), loki)];
+        let text = m.render();
+        for line in [
+            "tailor_agent_output_delivered_total{sink=\"team/web/es\",output=\"es\"} 7",
+            "tailor_agent_output_retried_total{sink=\"team/web/es\",output=\"es\"} 2",
+            "tailor_agent_output_dead_lettered_total{sink=\"team/web/es\",output=\"es\"} 1",
+            "tailor_agent_output_failed_requests_total{sink=\"team/web/es\",output=\"es\"} 3",
+            "tailor_agent_output_dropped_total{sink=\"team/web/es\",output=\"es\"} 0",
+            "tailor_agent_output_dropped_total{sink=\"team/web/lo\\\"ki\",output=\"lo\\\"ki\"} 5",
+            "# TYPE tailor_agent_output_delivered_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn pipeline_counters_are_exported_per_collection() {

@@ -96,6 +96,8 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_only_its_own_node_config_and_acknowledges_it_without_churn() {
+    // The test build also links aws-lc-rs (a dev-dependency enables it): name the provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cp = ControlPlane::start();
     let kc = kube::config::Kubeconfig::read_from(cp.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();

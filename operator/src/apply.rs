@@ -7,7 +7,7 @@ use serde_json::json;
 use tailor_crds::node::NodeLogConfig;
 use tailor_crds::{LogBackup, LogBackupPolicy, LogCollectionConfig};
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::FIELD_MANAGER;
@@ -44,6 +44,8 @@ impl ApplyError {
 /// What was written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
+    pub mirrors_applied: u32,
+    pub mirrors_deleted: u32,
     pub node_configs_applied: u32,
     pub node_configs_deleted: u32,
     pub log_backups_applied: u32,
@@ -53,12 +55,28 @@ pub struct WriteStats {
 }
 
 /// Executes every write of the plan in order. A failed write does not stop the others (each
-/// is independent and the next render retries it); the failures are returned.
-pub async fn execute(client: &Client, recorder: &Recorder, plan: &Plan) -> (WriteStats, Vec<ApplyError>) {
+/// is independent and the next render retries it); the failures are returned. Mirrors live in
+/// `namespace` (the operator's own).
+pub async fn execute(
+    client: &Client,
+    recorder: &Recorder,
+    plan: &Plan,
+    namespace: &str,
+) -> (WriteStats, Vec<ApplyError>) {
     let mut stats = WriteStats::default();
     let mut errors = Vec::new();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let nlcs: Api<NodeLogConfig> = Api::all(client.clone());
+    let mirrors: Api<Secret> = Api::namespaced(client.clone(), namespace);
+
+    // Mirrors first: an agent that sees its new NodeLogConfig finds the Secrets it names.
+    for m in &plan.apply_mirrors {
+        let name = m.0.metadata.name.clone().unwrap_or_default();
+        match mirrors.patch(&name, &pp, &Patch::Apply(&m.0)).await {
+            Ok(_) => stats.mirrors_applied += 1,
+            Err(e) => errors.push(write_err("apply", format!("Secret/{namespace}/{name}"), e)),
+        }
+    }
 
     for nlc in &plan.apply_node_configs {
         let name = nlc.metadata.name.clone().unwrap_or_default();
@@ -87,6 +105,13 @@ pub async fn execute(client: &Client, recorder: &Recorder, plan: &Plan) -> (Writ
         match delete(&nlcs, name).await {
             Ok(()) => stats.node_configs_deleted += 1,
             Err(e) => errors.push(write_err("delete", format!("NodeLogConfig/{name}"), e)),
+        }
+    }
+    // Last: a NodeLogConfig that still named a mirror was rewritten above.
+    for name in &plan.delete_mirrors {
+        match delete(&mirrors, name).await {
+            Ok(()) => stats.mirrors_deleted += 1,
+            Err(e) => errors.push(write_err("delete", format!("Secret/{namespace}/{name}"), e)),
         }
     }
     for update in &plan.statuses {

@@ -179,6 +179,7 @@ pub fn run(size: BenchSize, iterations: usize) -> BenchReport {
     let observed = Observed {
         node_configs: nlcs.into_iter().map(Arc::new).collect(),
         log_backups: lbs.iter().cloned().map(Arc::new).collect(),
+        mirrors: Vec::new(),
     };
     let t = Instant::now();
     let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -30,8 +30,9 @@ use crate::plan::{Observed, Plan, plan};
 use crate::render::{
     ClusterInput, MalformedResource, NodeInfo, RenderedCluster, ResourceKey, ResourceKind, render,
 };
+use crate::secrets::{Fetched, SecretKey};
 use crate::trim::{trim_meta, trim_pod};
-use crate::{MANAGED_BY, MANAGED_BY_LABEL, apply};
+use crate::{MANAGED_BY, MANAGED_BY_LABEL, apply, secrets};
 
 /// Timing of the render loop.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +43,11 @@ pub struct Settings {
     pub resync: Duration,
     /// First retry delay after a failed write (doubles up to `resync`).
     pub retry: Duration,
+    /// Secrets outputs name are read again this often (the operator may `get` them but not
+    /// watch them), so that a rotated Secret reaches its mirror within this time.
+    pub secret_refresh: Duration,
+    /// A Secret that could not be used (missing, not labelled) is read again this often.
+    pub secret_retry: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +56,8 @@ impl Default for Settings {
             debounce: Duration::from_millis(300),
             resync: Duration::from_secs(300),
             retry: Duration::from_secs(2),
+            secret_refresh: Duration::from_secs(60),
+            secret_retry: Duration::from_secs(10),
         }
     }
 }
@@ -61,12 +69,15 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Events as `tailor-operator` (instance: this replica's identity).
     pub recorder: Recorder,
+    /// The operator's own namespace: where mirrors of output Secrets live.
+    pub namespace: String,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
         let reporter = Reporter { controller: crate::FIELD_MANAGER.into(), instance: Some(identity.into()) };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics }
+        let namespace = client.default_namespace().to_string();
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, namespace }
     }
 }
 
@@ -78,6 +89,8 @@ pub struct Stores {
     pub nodes: Store<PartialObjectMeta<Node>>,
     pub node_configs: Store<NodeLogConfig>,
     pub log_backups: Store<LogBackup>,
+    /// Mirror Secrets in the operator's namespace.
+    pub mirrors: Store<Secret>,
 }
 
 impl Stores {
@@ -125,6 +138,16 @@ impl Stores {
                 trim_obj,
                 never_malformed,
             ),
+            // Only the operator's own namespace, only mirrors: it may not list other Secrets.
+            mirrors: spawn_watch(
+                ctx,
+                notify,
+                "Secret",
+                Api::namespaced(c.clone(), &ctx.namespace),
+                watcher::Config::default().labels(&format!("{}=true", tailor_crds::secrets::MIRROR_LABEL)),
+                trim_obj,
+                never_malformed,
+            ),
         }
     }
 
@@ -135,7 +158,8 @@ impl Stores {
         self.pods.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
         self.node_configs.wait_until_ready().await?;
-        self.log_backups.wait_until_ready().await
+        self.log_backups.wait_until_ready().await?;
+        self.mirrors.wait_until_ready().await
     }
 
     /// The current state of the caches.
@@ -171,8 +195,11 @@ impl Stores {
                 uid: n.metadata.uid.clone(),
             })
             .collect();
-        let observed =
-            Observed { node_configs: self.node_configs.state(), log_backups: self.log_backups.state() };
+        let observed = Observed {
+            node_configs: self.node_configs.state(),
+            log_backups: self.log_backups.state(),
+            mirrors: self.mirrors.state(),
+        };
         Snapshot { input, observed }
     }
 }
@@ -257,16 +284,35 @@ pub struct PassReport {
     pub stats: apply::WriteStats,
     pub errors: Vec<apply::ApplyError>,
     pub render_time: Duration,
+    /// When a named Secret is next due to be read again, if any is named.
+    pub secrets_due: Option<Duration>,
 }
 
 /// State the loop keeps between passes.
-#[derive(Default)]
 pub struct LoopState {
     /// Statuses computed for malformed resources (whose own status cannot be read back).
     pub remembered: BTreeMap<ResourceKey, SelectionStatus>,
+    /// Named Secrets as last read, and when.
+    pub secrets: BTreeMap<SecretKey, (Instant, Fetched)>,
+    /// See `Settings::secret_refresh` and `Settings::secret_retry`.
+    pub secret_refresh: Duration,
+    pub secret_retry: Duration,
 }
 
-/// One pass: render, diff, and (when `write` is set) write. Rendering runs off the executor.
+impl Default for LoopState {
+    fn default() -> Self {
+        let s = Settings::default();
+        Self {
+            remembered: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            secret_refresh: s.secret_refresh,
+            secret_retry: s.secret_retry,
+        }
+    }
+}
+
+/// One pass: render, read the Secrets outputs name (when writing), diff, and (when `write` is
+/// set) write. Rendering and diffing run off the executor.
 pub async fn pass(ctx: &Context, snapshot: Snapshot, state: &mut LoopState, write: bool) -> PassReport {
     let now = now();
     let remembered = std::mem::take(&mut state.remembered);
@@ -274,35 +320,67 @@ pub async fn pass(ctx: &Context, snapshot: Snapshot, state: &mut LoopState, writ
         let started = Instant::now();
         let rendered = render(&snapshot.input);
         let render_time = started.elapsed();
-        let plan = plan(&snapshot.input, &rendered, &snapshot.observed, &remembered, &now);
+        let refs = secrets::referenced_secrets(&snapshot.input.collections, &rendered);
+        (snapshot, rendered, render_time, refs)
+    })
+    .await;
+    let (snapshot, mut rendered, render_time, refs) = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.error("render");
+            tracing::error!(error = %e, "render task failed");
+            state.remembered = remembered;
+            return PassReport::default();
+        }
+    };
+    // Only the writer reads Secrets: the others' plans are never carried out.
+    let secrets_due = if write { read_secrets(ctx, &refs, state).await } else { None };
+    let fetched: BTreeMap<SecretKey, Fetched> =
+        state.secrets.iter().map(|(k, (_, f))| (k.clone(), f.clone())).collect();
+    let namespace = ctx.namespace.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mirrors = secrets::mirrors(&refs, &fetched, &namespace);
+        for (key, problems) in &mirrors.problems {
+            if let Some(summary) = rendered.resources.get_mut(key) {
+                summary.secret_problems = problems.clone();
+            }
+        }
+        for spec in rendered.nodes.values_mut() {
+            secrets::rewrite_refs(spec);
+        }
+        let mut plan = plan(&snapshot.input, &rendered, &snapshot.observed, &remembered, &now);
+        (plan.apply_mirrors, plan.delete_mirrors) =
+            secrets::plan_mirrors(&mirrors, &snapshot.observed.mirrors);
         let malformed: Vec<ResourceKey> = snapshot
             .input
             .malformed
             .iter()
             .map(|m| crate::render::resource_key(m.kind, &m.metadata))
             .collect();
-        (rendered, plan, render_time, remembered, malformed)
+        (rendered, plan, remembered, malformed)
     })
     .await;
-    let (rendered, plan, render_time, mut remembered, malformed) = match joined {
+    let (rendered, plan, mut remembered, malformed) = match joined {
         Ok(r) => r,
         Err(e) => {
             ctx.metrics.error("render");
-            tracing::error!(error = %e, "render task failed");
+            tracing::error!(error = %e, "plan task failed");
             return PassReport::default();
         }
     };
     remembered.retain(|k, _| malformed.contains(k));
     record(&ctx.metrics, &rendered, render_time);
-    let mut report = PassReport { rendered, plan, render_time, ..Default::default() };
+    let mut report = PassReport { rendered, plan, render_time, secrets_due, ..Default::default() };
     if write && !report.plan.is_empty() {
-        let (stats, errors) = apply::execute(&ctx.client, &ctx.recorder, &report.plan).await;
+        let (stats, errors) = apply::execute(&ctx.client, &ctx.recorder, &report.plan, &ctx.namespace).await;
         for u in &report.plan.statuses {
             if malformed.contains(&u.key) {
                 remembered.insert(u.key.clone(), u.status.clone());
             }
         }
         let m = &ctx.metrics;
+        m.write("Secret", "apply", stats.mirrors_applied);
+        m.write("Secret", "delete", stats.mirrors_deleted);
         m.write("NodeLogConfig", "apply", stats.node_configs_applied);
         m.write("NodeLogConfig", "delete", stats.node_configs_deleted);
         m.write("LogBackup", "apply", stats.log_backups_applied);
@@ -318,6 +396,59 @@ pub async fn pass(ctx: &Context, snapshot: Snapshot, state: &mut LoopState, writ
     }
     state.remembered = remembered;
     report
+}
+
+/// Reads the named Secrets that are due (new, or last read `secret_refresh` ago; unusable ones
+/// after `secret_retry`) into `state.secrets`; returns when the next one is due.
+async fn read_secrets(
+    ctx: &Context,
+    refs: &BTreeMap<SecretKey, std::collections::BTreeSet<ResourceKey>>,
+    state: &mut LoopState,
+) -> Option<Duration> {
+    state.secrets.retain(|k, _| refs.contains_key(k));
+    let (refresh, retry) = (state.secret_refresh, state.secret_retry);
+    let ttl = |f: &Fetched| if matches!(f, Fetched::Found(_)) { refresh } else { retry };
+    for key in refs.keys() {
+        if state.secrets.get(key).is_some_and(|(at, f)| at.elapsed() < ttl(f)) {
+            continue;
+        }
+        let got = read_secret(&ctx.client, key).await;
+        let entry = match (got, state.secrets.remove(key)) {
+            // A failed read keeps the last good copy (and its mirror), and is retried sooner.
+            (Fetched::Failed(e), Some((_, Fetched::Found(s)))) => {
+                ctx.metrics.error("secret_read");
+                tracing::warn!(secret = %key, error = %e, "reading a Secret failed; keeping its last copy");
+                let at =
+                    Instant::now().checked_sub(refresh.saturating_sub(retry)).unwrap_or_else(Instant::now);
+                (at, Fetched::Found(s))
+            }
+            (got, _) => (Instant::now(), got),
+        };
+        state.secrets.insert(key.clone(), entry);
+    }
+    state.secrets.values().map(|(at, f)| ttl(f).saturating_sub(at.elapsed())).min()
+}
+
+/// One Secret, trimmed to what mirroring reads (its labels and the keys outputs use).
+async fn read_secret(client: &Client, key: &SecretKey) -> Fetched {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &key.namespace);
+    match api.get_opt(&key.name).await {
+        Ok(Some(mut s)) => {
+            s.metadata = kube::api::ObjectMeta {
+                name: s.metadata.name,
+                namespace: s.metadata.namespace,
+                labels: s.metadata.labels,
+                ..Default::default()
+            };
+            s.string_data = None;
+            if let Some(d) = s.data.as_mut() {
+                d.retain(|k, _| tailor_crds::secrets::SECRET_KEYS.contains(&k.as_str()));
+            }
+            Fetched::Found(Arc::new(s))
+        }
+        Ok(None) => Fetched::Missing,
+        Err(e) => Fetched::Failed(e.to_string()),
+    }
 }
 
 fn record(m: &Metrics, rendered: &RenderedCluster, render_time: Duration) {
@@ -352,7 +483,11 @@ pub async fn run(
     }
     ctx.metrics.set_ready(true);
     tracing::info!("caches synced");
-    let mut state = LoopState::default();
+    let mut state = LoopState {
+        secret_refresh: settings.secret_refresh,
+        secret_retry: settings.secret_retry,
+        ..LoopState::default()
+    };
     let mut retry = settings.retry;
     let mut wait = Duration::ZERO;
     let mut election_running = true;
@@ -384,6 +519,10 @@ pub async fn run(
         } else {
             wait = retry;
             retry = (retry * 2).min(settings.resync);
+        }
+        // Secrets cannot be watched (no list rights): a pass reads them again when due.
+        if let Some(due) = report.secrets_due {
+            wait = wait.min(due.max(settings.debounce));
         }
     }
     tracing::info!("controller stopped");

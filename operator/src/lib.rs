@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod plan;
 pub mod render;
+pub mod secrets;
 pub mod selection;
 pub mod status;
 pub mod trim;

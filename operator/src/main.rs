@@ -44,6 +44,10 @@ enum Command {
         /// Seconds between full passes.
         #[arg(long, default_value_t = 300)]
         resync_secs: u64,
+        /// Seconds after which a Secret an output names is read again (rotation reaches its
+        /// mirror within this time; Secrets are read one by one, never watched).
+        #[arg(long, default_value_t = 60)]
+        secret_refresh_secs: u64,
     },
     /// Render NodeLogConfigs and LogBackups from YAML files or folders of LogCollectionConfig,
     /// LogBackupPolicy, Pod and Node objects, offline; prints a multi-document YAML stream.
@@ -77,11 +81,22 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { nodes, pods, configs, policies, namespaces, iterations } => {
             print_bench(BenchSize { nodes, pods, collections: configs, policies, namespaces }, iterations)
         }
-        Command::Run { metrics_addr, lease_namespace, lease_name, identity, debounce_ms, resync_secs } => {
+        Command::Run {
+            metrics_addr,
+            lease_namespace,
+            lease_name,
+            identity,
+            debounce_ms,
+            resync_secs,
+            secret_refresh_secs,
+        } => {
             init_tracing();
+            let secret_refresh = Duration::from_secs(secret_refresh_secs.max(1));
             let settings = Settings {
                 debounce: Duration::from_millis(debounce_ms),
                 resync: Duration::from_secs(resync_secs.max(1)),
+                secret_refresh,
+                secret_retry: secret_refresh.min(Duration::from_secs(10)),
                 ..Settings::default()
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(
@@ -184,9 +199,12 @@ async fn run(
     }));
 
     let identity = identity.unwrap_or_else(default_identity);
-    let ctx = Context::new(client.clone(), metrics.clone(), &identity);
+    let mut ctx = Context::new(client.clone(), metrics.clone(), &identity);
+    let namespace = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    // Mirrors of output Secrets live next to the Lease, in the operator's own namespace.
+    ctx.namespace = namespace.clone();
     let lease = LeaseSettings {
-        namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_string()),
+        namespace,
         name: lease_name,
         identity,
         duration: Duration::from_secs(15),

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::ObjectMeta;
 use tailor_crds::node::NodeLogConfig;
@@ -22,6 +23,8 @@ pub struct Observed {
     pub node_configs: Vec<Arc<NodeLogConfig>>,
     /// LogBackups labelled as managed by the operator.
     pub log_backups: Vec<Arc<LogBackup>>,
+    /// Mirror Secrets in the operator's namespace.
+    pub mirrors: Vec<Arc<Secret>>,
 }
 
 /// A status to write.
@@ -44,6 +47,11 @@ pub struct EventNote {
 /// The writes, in the order they are made.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
+    /// Mirror Secrets to create or change (server-side apply), before the NodeLogConfigs that
+    /// name them.
+    pub apply_mirrors: Vec<crate::secrets::Mirror>,
+    /// Mirror Secrets no longer named (by name, in the operator's namespace), deleted last.
+    pub delete_mirrors: Vec<String>,
     /// Created or changed NodeLogConfigs (server-side apply), by name.
     pub apply_node_configs: Vec<NodeLogConfig>,
     /// Created or changed LogBackups (server-side apply), by namespace and name.
@@ -60,7 +68,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.apply_node_configs.is_empty()
+        self.apply_mirrors.is_empty()
+            && self.delete_mirrors.is_empty()
+            && self.apply_node_configs.is_empty()
             && self.apply_log_backups.is_empty()
             && self.delete_log_backups.is_empty()
             && self.delete_node_configs.is_empty()

@@ -104,6 +104,8 @@ pub struct ResourceSummary {
     /// Sources that could not be mapped (first few), e.g. a file on a PVC.
     pub problems: BTreeSet<String>,
     pub problem_count: u32,
+    /// Secrets its outputs name that cannot be used (not found, not opted in, unreadable).
+    pub secret_problems: BTreeSet<String>,
 }
 
 /// A `LogBackup` that must exist: one per (policy, node) with targets.

@@ -73,7 +73,10 @@ pub fn selection_status(
         }
         None => {
             conditions.push(cond(condition::INVALID, false, "Valid", String::new()));
-            let ready = if nodes == 0 {
+            let ready = if !summary.secret_problems.is_empty() {
+                let msg = "outputs cannot be built until their Secrets are usable".to_string();
+                cond(condition::READY, false, "SecretUnavailable", msg)
+            } else if nodes == 0 {
                 cond(condition::READY, true, "NoMatchingPods", "no scheduled pod matches the selector".into())
             } else if acked == nodes {
                 cond(condition::READY, true, "Applied", format!("applied on {acked} of {nodes} nodes"))
@@ -81,7 +84,11 @@ pub fn selection_status(
                 cond(condition::READY, false, "Pending", format!("applied on {acked} of {nodes} nodes"))
             };
             conditions.push(ready);
-            if summary.problem_count > 0 {
+            if !summary.secret_problems.is_empty() {
+                let list: Vec<&str> = summary.secret_problems.iter().map(String::as_str).collect();
+                let msg = format!("output Secret(s) unavailable: {}", list.join("; "));
+                conditions.push(cond(condition::DEGRADED, true, "SecretUnavailable", msg));
+            } else if summary.problem_count > 0 {
                 let first: Vec<&str> = summary.problems.iter().map(String::as_str).collect();
                 let msg =
                     format!("{} source(s) could not be mapped: {}", summary.problem_count, first.join("; "));
@@ -191,6 +198,22 @@ mod tests {
             st.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
         assert_eq!(types, [("Invalid", "True", "InvalidRegex"), ("Ready", "False", "Invalid")]);
         assert_eq!((st.pods, st.nodes, st.ready.as_deref()), (0, 0, Some("0/0")));
+    }
+
+    #[test]
+    fn an_unusable_secret_degrades_and_is_not_ready() {
+        let mut s = summary(&["a"]);
+        s.problem_count = 1;
+        s.secret_problems.insert("Secret es-creds not found".into());
+        let st = selection_status(&s, &["a".into()], None, &at(1));
+        let get = |t: &str| st.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(
+            (get("Ready").status.as_str(), get("Ready").reason.as_str()),
+            ("False", "SecretUnavailable")
+        );
+        let d = get("Degraded");
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "SecretUnavailable"));
+        assert!(d.message.contains("Secret es-creds not found"), "{}", d.message);
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub fn validate_collection(spec: &LogCollectionConfigSpec) -> Result<(), Validat
         }
         units::parse_bytes(&o.buffer.max_size)
             .map_err(|source| ValidationError::Unit { field: "outputs[].buffer.maxSize", source })?;
+        let creds = o.credentials_secret_ref.as_ref().map(|r| &r.name);
+        let tls = o.tls.as_ref().and_then(|t| t.secret_ref.as_ref()).map(|r| &r.name);
+        // The name becomes a path under the agent's --secrets-dir: no `/`, no `..`.
+        if let Some(bad) = creds.into_iter().chain(tls).find(|n| !tailor_crds::secrets::is_object_name(n)) {
+            return spec_err(&format!("output {:?}: {bad:?} is not a valid Secret name", o.name));
+        }
     }
     Ok(())
 }

@@ -31,18 +31,24 @@ struct Step {
     path: String,
     fail: bool,
     check: Box<dyn Fn(&Value) + Send>,
+    /// The answer, when not the echo of the body.
+    reply: Option<(StatusCode, Value)>,
 }
 
 fn patch(path: String, check: impl Fn(&Value) + Send + 'static) -> Step {
-    Step { method: Method::PATCH, path, fail: false, check: Box::new(check) }
+    Step { method: Method::PATCH, path, fail: false, check: Box::new(check), reply: None }
 }
 
 fn post(path: String, check: impl Fn(&Value) + Send + 'static) -> Step {
-    Step { method: Method::POST, path, fail: false, check: Box::new(check) }
+    Step { method: Method::POST, path, fail: false, check: Box::new(check), reply: None }
 }
 
 fn delete(path: String) -> Step {
-    Step { method: Method::DELETE, path, fail: false, check: Box::new(|_| {}) }
+    Step { method: Method::DELETE, path, fail: false, check: Box::new(|_| {}), reply: None }
+}
+
+fn get(path: String, status: StatusCode, reply: Value) -> Step {
+    Step { method: Method::GET, path, fail: false, check: Box::new(|_| {}), reply: Some((status, reply)) }
 }
 
 /// Answers the steps in order and hands the handle back.
@@ -62,7 +68,9 @@ async fn verify(mut handle: ApiHandle, steps: Vec<Step>) -> ApiHandle {
         let body: Value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
         (step.check)(&body);
-        let (status, reply) = if step.fail {
+        let (status, reply) = if let Some(r) = step.reply {
+            r
+        } else if step.fail {
             let s = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sad",
                            "reason": "InternalError", "code": 500});
             (StatusCode::INTERNAL_SERVER_ERROR, s)
@@ -331,4 +339,73 @@ async fn a_malformed_resource_gets_its_status_once() {
     // Its status cannot be read back from the cache, yet the next pass does not rewrite it.
     let report = scenario_with(s, vec![], &mut state).await;
     assert!(report.plan.is_empty());
+}
+
+/// Outputs that name Secrets: each named Secret is read (the operator may `get`, not list),
+/// copied (only the keys outputs use) into a mirror in the operator's namespace before the
+/// NodeLogConfigs that now name the mirror, a mirror no longer named is deleted, and a missing
+/// Secret degrades the resource with an Event.
+#[tokio::test]
+async fn named_secrets_are_mirrored_before_the_node_configs_and_missing_ones_reported() {
+    use tailor_operator::secrets::mirror_name;
+    let mut s = settled(fixture());
+    for c in s.input.collections.iter_mut().filter(|c| c.metadata.name.as_deref() == Some("web")) {
+        let c = Arc::make_mut(c);
+        c.metadata.generation = Some(3);
+        c.spec.outputs.push(
+            serde_json::from_value(json!({"name": "es", "type": "http", "http": {"uri": "https://es:9200"},
+                "credentialsSecretRef": {"name": "es-creds"}, "tls": {"secretRef": {"name": "es-ca"}}}))
+            .unwrap(),
+        );
+    }
+    let stale: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": mirror_name("gone", "old"), "namespace": "default"}}))
+    .unwrap();
+    s.observed.mirrors.push(Arc::new(stale));
+    let creds = mirror_name("shop", "es-creds");
+    let ca = mirror_name("shop", "es-ca");
+    let not_found =
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+    let source = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "es-creds", "namespace": "shop", "labels": {"logging.tailor.dev/output-secret": "true"}},
+        "data": {"username": "ZWxhc3RpYw==", "password": "czNjcmV0", "db-url": "eA=="}});
+    let (creds2, ca2) = (creds.clone(), ca.clone());
+    let node_config = move |b: &Value| {
+        let out = &b["spec"]["collections"][0]["outputs"][1];
+        assert_eq!(out["credentialsSecretRef"]["name"], json!(creds2));
+        assert_eq!(out["tls"]["secretRef"]["name"], json!(ca2));
+    };
+    let steps = vec![
+        get("/api/v1/namespaces/shop/secrets/es-ca".into(), StatusCode::NOT_FOUND, not_found),
+        get("/api/v1/namespaces/shop/secrets/es-creds".into(), StatusCode::OK, source),
+        patch(format!("/api/v1/namespaces/default/secrets/{creds}"), |b| {
+            assert_eq!(b["kind"], "Secret");
+            assert_eq!(b["data"], json!({"username": "ZWxhc3RpYw==", "password": "czNjcmV0"}));
+            assert_eq!(b["metadata"]["labels"]["logging.tailor.dev/secret-mirror"], "true");
+            assert_eq!(b["metadata"]["annotations"]["logging.tailor.dev/source-namespace"], "shop");
+            assert_eq!(b["metadata"]["annotations"]["logging.tailor.dev/source-name"], "es-creds");
+        }),
+        patch(format!("{NLC}/node-a"), node_config.clone()),
+        patch(format!("{NLC}/node-b"), node_config),
+        delete(format!("/api/v1/namespaces/default/secrets/{}", mirror_name("gone", "old"))),
+        patch(format!("{SHOP}/logcollectionconfigs/web/status"), |b| {
+            let s = &b["status"];
+            assert_eq!(s["observedGeneration"], 3);
+            assert_eq!(condition(s, "Ready")["reason"], "SecretUnavailable");
+            let degraded = condition(s, "Degraded");
+            assert_eq!(
+                (&degraded["status"], &degraded["reason"]),
+                (&json!("True"), &json!("SecretUnavailable"))
+            );
+            assert_eq!(degraded["message"], "output Secret(s) unavailable: Secret es-ca not found");
+        }),
+        post(format!("{EVENTS}/shop/events"), |b| {
+            assert_eq!((&b["reason"], &b["regarding"]["name"]), (&json!("SecretUnavailable"), &json!("web")));
+        }),
+    ];
+    let report = scenario(s, steps).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.stats.mirrors_applied, report.stats.mirrors_deleted), (1, 1));
+    // The missing Secret is read again soon, not only at the next resync.
+    assert!(report.secrets_due.is_some_and(|d| d <= Duration::from_secs(10)), "{:?}", report.secrets_due);
 }

@@ -32,19 +32,55 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The keys of a Secret, as the agent resolved them (from a mounted Secret's files or a mirror
+/// Secret's `data`). Only the keys an output uses are ever read into it (`SECRET_KEYS`).
+pub type SecretData = std::collections::BTreeMap<String, Vec<u8>>;
+
+pub use tailor_crds::secrets::SECRET_KEYS;
+
+/// Why a Secret's content cannot be used (never carries a value).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretFormatError {
+    #[error("has only one of username/password")]
+    HalfBasic,
+    #[error("has none of the keys token, username/password")]
+    NoCredentials,
+    #[error("has none of the keys ca.crt, tls.crt/tls.key")]
+    NoTlsMaterial,
+    #[error("has only one of tls.crt/tls.key")]
+    HalfClientCert,
+    #[error("key {0} is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
 impl Credentials {
-    /// Reads the keys of a Secret mounted as files in `dir`: `token`, or `username` + `password`.
-    /// `Ok(None)` when none of them is there. Trailing newlines are trimmed (as `kubectl create
-    /// secret --from-file` keeps them).
-    pub fn from_dir(dir: &Path) -> io::Result<Option<Credentials>> {
-        if let Some(token) = read_key(dir, "token")? {
+    /// The credentials of a Secret's keys: `token`, or `username` + `password`. `Ok(None)` when
+    /// none of them is there. Trailing newlines are trimmed (as `kubectl create secret
+    /// --from-file` keeps them).
+    pub fn from_secret(data: &SecretData) -> Result<Option<Credentials>, SecretFormatError> {
+        let text = |key: &'static str| -> Result<Option<String>, SecretFormatError> {
+            data.get(key)
+                .map(|v| {
+                    std::str::from_utf8(v)
+                        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                        .map_err(|_| SecretFormatError::NotUtf8(key))
+                })
+                .transpose()
+        };
+        if let Some(token) = text("token")? {
             return Ok(Some(Credentials::Token(token)));
         }
-        match (read_key(dir, "username")?, read_key(dir, "password")?) {
+        match (text("username")?, text("password")?) {
             (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
             (None, None) => Ok(None),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "secret has only one of username/password")),
+            _ => Err(SecretFormatError::HalfBasic),
         }
+    }
+
+    /// Reads the keys of a Secret mounted as files in `dir` (see `from_secret`).
+    pub fn from_dir(dir: &Path) -> io::Result<Option<Credentials>> {
+        Credentials::from_secret(&read_secret_dir(dir)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("secret {e}")))
     }
 
     /// The `Authorization` header value.
@@ -60,12 +96,25 @@ impl Credentials {
     }
 }
 
-fn read_key(dir: &Path, key: &str) -> io::Result<Option<String>> {
-    match std::fs::read_to_string(dir.join(key)) {
-        Ok(s) => Ok(Some(s.trim_end_matches(['\r', '\n']).to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// Largest Secret file read: the API server's limit of a whole Secret.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+/// Reads the `SECRET_KEYS` files of a mounted Secret in `dir` (missing ones are left out).
+pub fn read_secret_dir(dir: &Path) -> io::Result<SecretData> {
+    use std::io::Read;
+    let mut data = SecretData::new();
+    for key in SECRET_KEYS {
+        match std::fs::File::open(dir.join(key)) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                f.take(MAX_SECRET_FILE).read_to_end(&mut buf)?;
+                data.insert(key.to_string(), buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(data)
 }
 
 /// PEM material from the Secret named by `tls.secretRef` (`ca.crt`, `tls.crt`, `tls.key`).
@@ -87,18 +136,29 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
+    /// The PEM material of a Secret's keys `ca.crt`, `tls.crt`, `tls.key` (each optional, but a
+    /// client certificate needs both halves).
+    pub fn from_secret(data: &SecretData) -> Result<TlsMaterial, SecretFormatError> {
+        let m = TlsMaterial {
+            ca_pem: data.get("ca.crt").cloned(),
+            client_cert_pem: data.get("tls.crt").cloned(),
+            client_key_pem: data.get("tls.key").cloned(),
+        };
+        if m.client_cert_pem.is_some() != m.client_key_pem.is_some() {
+            return Err(SecretFormatError::HalfClientCert);
+        }
+        Ok(m)
+    }
+
     /// Reads `ca.crt`, `tls.crt`, `tls.key` of a Secret mounted as files in `dir` (each optional).
     pub fn from_dir(dir: &Path) -> io::Result<TlsMaterial> {
-        let read = |k: &str| match std::fs::read(dir.join(k)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        };
-        Ok(TlsMaterial {
-            ca_pem: read("ca.crt")?,
-            client_cert_pem: read("tls.crt")?,
-            client_key_pem: read("tls.key")?,
-        })
+        TlsMaterial::from_secret(&read_secret_dir(dir)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("secret {e}")))
+    }
+
+    /// Whether it holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.ca_pem.is_none() && self.client_cert_pem.is_none() && self.client_key_pem.is_none()
     }
 }
 
@@ -230,6 +290,40 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
         std::fs::write(d.path().join("token"), "abc\n").unwrap();
         assert_eq!(Credentials::from_dir(d.path()).unwrap().unwrap().authorization(), "Bearer abc");
+    }
+
+    #[test]
+    fn secret_keys_become_credentials_and_tls_material() {
+        let data = |pairs: &[(&str, &[u8])]| -> SecretData {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+        };
+        assert_eq!(Credentials::from_secret(&data(&[])), Ok(None));
+        assert_eq!(
+            Credentials::from_secret(&data(&[("username", b"u\n"), ("password", b"p")])),
+            Ok(Some(Credentials::Basic { username: "u".into(), password: "p".into() }))
+        );
+        // A token wins over a username/password pair.
+        assert_eq!(
+            Credentials::from_secret(&data(&[("token", b"t"), ("username", b"u")])),
+            Ok(Some(Credentials::Token("t".into())))
+        );
+        assert_eq!(Credentials::from_secret(&data(&[("password", b"p")])), Err(SecretFormatError::HalfBasic));
+        assert_eq!(
+            Credentials::from_secret(&data(&[("token", &[0xff, 0xfe])])),
+            Err(SecretFormatError::NotUtf8("token"))
+        );
+        let tls = TlsMaterial::from_secret(&data(&[("ca.crt", b"CA"), ("username", b"u")])).unwrap();
+        assert_eq!(tls, TlsMaterial { ca_pem: Some(b"CA".to_vec()), ..TlsMaterial::default() });
+        assert!(TlsMaterial::from_secret(&data(&[])).unwrap().is_empty());
+        assert_eq!(
+            TlsMaterial::from_secret(&data(&[("tls.crt", b"C")])),
+            Err(SecretFormatError::HalfClientCert)
+        );
+        let both = TlsMaterial::from_secret(&data(&[("tls.crt", b"C"), ("tls.key", b"K")])).unwrap();
+        assert_eq!(
+            (both.client_cert_pem.as_deref(), both.client_key_pem.as_deref()),
+            (Some(&b"C"[..]), Some(&b"K"[..]))
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub mod verdict;
 pub(crate) mod testutil;
 
 pub use context::{
-    Credentials, NetContext, NetOptions, NetStats, RetryPolicy, TlsMaterial, file_safe_name, stopped,
+    Credentials, NetContext, NetOptions, NetStats, RetryPolicy, SECRET_KEYS, SecretData, SecretFormatError,
+    TlsMaterial, file_safe_name, read_secret_dir, stopped,
 };
 
 use tailor_crds::collection::{BufferType, OutputSpec, OutputType};
