@@ -87,12 +87,7 @@ impl Cluster {
     /// An admin client for the calling test's runtime (clients are bound to the runtime that
     /// made them, and every `#[tokio::test]` has its own).
     pub async fn client(&self) -> Result<kube::Client> {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&self.kubeconfig)?,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        crate::kubeconfig::client(&self.kubeconfig).await
     }
 
     /// Starts the binary's shared pair of operator replicas on first use (stopped at exit).

@@ -34,6 +34,18 @@ impl Identity {
 
 /// Writes to `dest` a copy of the admin kubeconfig `admin` (its current context only) whose user
 /// impersonates `identity`.
+/// A client from a kubeconfig file. It pins rustls to ring first: in a workspace test build a
+/// test-only dependency also enables aws-lc-rs, and rustls then cannot pick a provider by itself.
+pub async fn client(path: &Path) -> Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(path)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 pub fn write_impersonating(admin: &Path, identity: &Identity, dest: &Path) -> Result<()> {
     let text = std::fs::read_to_string(admin).with_context(|| format!("reading {}", admin.display()))?;
     let config: Value =

@@ -240,13 +240,7 @@ async fn least_privilege() -> Result<()> {
         &Identity::Agent { node: own.name.clone() },
         &agent_kubeconfig,
     )?;
-    let agent = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&agent_kubeconfig)?,
-            &Default::default(),
-        )
-        .await?,
-    )?;
+    let agent = tailor_e2e::kubeconfig::client(&agent_kubeconfig).await?;
     let nlc_status =
         |node: &str| Patch::Merge(json!({"status": {"activeTargets": 1}, "metadata": {"name": node}}));
     let lb_status = Patch::Merge(json!({"status": {"phase": "Synced"}}));

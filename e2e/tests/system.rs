@@ -823,13 +823,7 @@ async fn output_secrets_are_mirrored_for_the_agent() -> Result<()> {
     // The agent's identity reads the mirror in its namespace, and no Secret anywhere else.
     let kubeconfig = scene.dir().join("agent.kubeconfig");
     write_impersonating(scene.cluster.kubeconfig(), &Identity::Agent { node: n1.name.clone() }, &kubeconfig)?;
-    let agent = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig)?,
-            &Default::default(),
-        )
-        .await?,
-    )?;
+    let agent = tailor_e2e::kubeconfig::client(&kubeconfig).await?;
     let forbidden = |r: Result<Secret, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
     Api::<Secret>::namespaced(agent.clone(), SYSTEM_NAMESPACE)
         .get(&mirror_name)

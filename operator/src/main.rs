@@ -188,6 +188,9 @@ async fn run(
     identity: Option<String>,
     settings: Settings,
 ) -> anyhow::Result<()> {
+    // One TLS provider, chosen here: when another crate of the build also enables aws-lc-rs,
+    // rustls cannot pick a default by itself and kube's client would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default().await.context("connecting to the API server")?;
     let metrics = Arc::new(Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -52,13 +52,7 @@ async fn main() -> Result<()> {
     let kubectl = Kubectl::new(control_plane.kubeconfig());
     install::install_crds(&kubectl)?;
     install::install_rbac(&kubectl)?;
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(control_plane.kubeconfig())?,
-            &Default::default(),
-        )
-        .await?,
-    )?;
+    let client = tailor_e2e::kubeconfig::client(control_plane.kubeconfig()).await?;
     let work = tempfile::tempdir()?;
 
     let t = Instant::now();
