@@ -2,10 +2,14 @@
 //! added, removed, `start: end`), confinement of container paths (a hostile symlink in a
 //! container's writable layer), and terminated containers' files drained.
 
+mod agent_support;
+
+use agent_support::agent_command;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 struct Agent {
@@ -14,20 +18,9 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path) -> Agent {
-        let child = Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
-            .args(["run", "--node-name", "n1", "--checkpoint-interval", "1s", "--rescan-interval", "200ms"])
-            .arg("--host-root")
-            .arg(dir.join("host"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .arg("--output-dir")
-            .arg(dir.join("out"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let out = dir.join("out");
+        let extra = ["--checkpoint-interval", "1s", "--rescan-interval", "200ms", "--output-dir"];
+        let child = agent_command(dir, "n1", &extra).arg(out).spawn().unwrap();
         Agent { child }
     }
 

@@ -4,6 +4,10 @@
 //! least once; after a SIGTERM nothing is repeated, after a SIGKILL the repeats are bounded by
 //! what can be written in a checkpoint period.
 
+mod agent_support;
+
+use agent_support::agent_command;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,19 +70,10 @@ fn config(n: usize) -> String {
 }
 
 fn start_agent(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
-        .args(["run", "--node-name", "n1", "--checkpoint-interval", &format!("{CHECKPOINT_INTERVAL_MS}ms")])
-        .args(["--rescan-interval", "200ms", "--file-max-bytes", "1Gi"])
-        .arg("--host-root")
-        .arg(dir.join("host"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .arg("--output-dir")
+    let interval = format!("{CHECKPOINT_INTERVAL_MS}ms");
+    agent_command(dir, "n1", &["--checkpoint-interval", &interval])
+        .args(["--rescan-interval", "200ms", "--file-max-bytes", "1Gi", "--output-dir"])
         .arg(dir.join("out"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("agent starts")

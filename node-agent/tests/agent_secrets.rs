@@ -5,13 +5,17 @@
 //! collection whose Secret is missing is held with a clear error (the agent goes on) and starts
 //! once the Secret appears; the per-output counters are on the metrics endpoint.
 
+mod agent_support;
+
+use agent_support::agent_command;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,19 +113,10 @@ struct Agent {
 impl Agent {
     fn start(dir: &Path, metrics: SocketAddr) -> Agent {
         let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
-            .args(["run", "--node-name", "n1", "--rescan-interval", "200ms"])
-            .arg("--host-root")
-            .arg(dir.join("host"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .arg("--secrets-dir")
+        let child = agent_command(dir, "n1", &["--rescan-interval", "200ms", "--secrets-dir"])
             .arg(dir.join("secrets"))
             .args(["--metrics-addr", &metrics.to_string()])
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -3,10 +3,14 @@
 //! to the sources (no gaps, no repeats), rotated files keep their names, and
 //! `tailor-agent backups cat` prints the originals.
 
+mod agent_support;
+
+use agent_support::agent_command;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tailor_agent::backup::fixture::{FakePod, node_backup};
@@ -15,19 +19,10 @@ use tailor_crds::node::{FORMAT_VERSION, NodeLogConfig, NodeLogConfigSpec};
 
 fn agent(dir: &Path) -> Child {
     let log = OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
-        .args(["run", "--node-name", "node-1", "--checkpoint-interval", "1s"])
-        .arg("--host-root")
-        .arg(dir.join("host"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .arg("--backup-root")
+    agent_command(dir, "node-1", &["--checkpoint-interval", "1s", "--backup-root"])
         .arg(dir.join("backup"))
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("tailor-agent binary")

@@ -7,6 +7,10 @@
 //! is at-least-once (no idempotent producer): a batch whose response was lost may repeat, but
 //! no line may be missing and the first copies keep the file's order per key.
 
+mod agent_support;
+
+use agent_support::agent_command;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
@@ -157,24 +161,7 @@ impl Drop for Agent {
 
 fn start_agent(dir: &Path) -> Agent {
     Agent(
-        Command::new(env!("CARGO_BIN_EXE_tailor-agent"))
-            .args([
-                "run",
-                "--node-name",
-                "n1",
-                "--checkpoint-interval",
-                "200ms",
-                "--rescan-interval",
-                "200ms",
-            ])
-            .arg("--host-root")
-            .arg(dir.join("host"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--config")
-            .arg(dir.join("config.yaml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        agent_command(dir, "n1", &["--checkpoint-interval", "200ms", "--rescan-interval", "200ms"])
             .stderr(Stdio::inherit())
             .spawn()
             .expect("agent starts"),
