@@ -14,8 +14,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tailor_agent::event::{Event, EventFlags, FileId, TargetMeta};
 use tailor_agent::sinks::http::HttpSink;
 use tailor_agent::sinks::net::{NetOptions, NetStats, RetryPolicy, TlsMaterial};
@@ -32,16 +30,7 @@ use tls_support::make_certs;
 
 /// An HTTPS server counting the NDJSON lines it receives.
 async fn https_server(cert: &[u8], key: &[u8], lines: Arc<AtomicUsize>) -> SocketAddr {
-    let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key).unwrap();
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_support::acceptor(cert, key);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

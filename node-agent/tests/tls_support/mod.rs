@@ -53,3 +53,19 @@ pub fn make_certs(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     (read("ca.pem"), read("cert.pem"), read("key.pem"))
 }
+
+/// A TLS acceptor serving `cert` (a PEM chain) with `key`, on rustls with ring.
+pub fn acceptor(cert: &[u8], key: &[u8]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
