@@ -53,6 +53,10 @@ const LIGHT_TURN: usize = 64 * 1024;
 /// can be missed (queue overflow, the watch limit, some FUSE mounts), so idle files are still
 /// polled, but a thousand of them cost a few reads per second each instead of one per turn.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Longest wait of an idle turn for an inotify event (the rescan and idle polls bound it too).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Wait of a turn that read nothing because outputs' queues were full.
+const BLOCKED_WAIT: Duration = Duration::from_millis(2);
 /// Checkpoints of files no longer seen are kept this long (rotated files, restarts).
 const ORPHAN_TTL: Duration = Duration::from_secs(3600);
 /// How often outputs' Secrets are resolved again (rotation), when the source says they may
@@ -293,6 +297,8 @@ pub struct Engine {
     watcher: Option<DirWatcher>,
     /// Files inotify reported modified since the last turn: read even if at their end.
     woken: HashSet<PathBuf>,
+    /// A target was skipped in the last turn because an output's queue was full.
+    blocked: bool,
     /// Tasks of replaced sinks, delivering what they still hold.
     retired: Vec<tokio::task::JoinHandle<()>>,
     /// Where the values of the Secrets outputs name come from.
@@ -343,6 +349,7 @@ impl Engine {
             records: Vec::new(),
             out: Vec::new(),
             woken: HashSet::new(),
+            blocked: false,
             retired: Vec::new(),
             secrets: Arc::new(NoSecrets),
             net_stats: BTreeMap::new(),
@@ -405,9 +412,11 @@ impl Engine {
                 // Little to do: gather a few more lines per turn instead of spinning on each one.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            // Wait for a change when idle; when busy, only take the events already queued.
+            // Wait for a change when idle; when busy, only take the events already queued. A
+            // full sink queue frees up within milliseconds: look again soon, not in 100 ms.
+            let idle_wait = if std::mem::take(&mut self.blocked) { BLOCKED_WAIT } else { IDLE_WAIT };
             let wait = if read == 0 {
-                Duration::from_millis(100).min(next_rescan.saturating_duration_since(Instant::now()))
+                idle_wait.min(next_rescan.saturating_duration_since(Instant::now()))
             } else {
                 Duration::ZERO
             };
@@ -739,6 +748,7 @@ impl Engine {
                 }
                 let Some(permits) = reserve(&coll.sinks) else {
                     Metrics::add(&self.metrics.backpressure_waits, 1);
+                    self.blocked = true;
                     continue;
                 };
                 self.out.append(&mut t.held);
