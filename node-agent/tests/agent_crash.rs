@@ -1,8 +1,8 @@
 //! The delivery contract end to end: real writer processes (python3) write numbered CRI lines
 //! into many files while rotating them (rename and copy-truncate); the agent is stopped at random
 //! moments, alternately with SIGKILL and SIGTERM, and restarted. Every line must come out at
-//! least once; after a SIGTERM nothing is repeated, after a SIGKILL the repeats are bounded by
-//! what can be written in a checkpoint period.
+//! least once; nothing a run stopped by SIGTERM delivered comes out again, and what a run
+//! stopped by SIGKILL delivered comes out again at most for its last checkpoint period.
 
 mod agent_support;
 
@@ -175,7 +175,9 @@ fn every_line_survives_sigkill_and_sigterm_while_files_rotate() {
         let kill = k % 2 == 0;
         if kill {
             signal(&agent, rustix::process::Signal::KILL);
-            wait_exit(&mut agent, Duration::from_secs(5));
+            // Only a guard against a hang: a process killed inside fsync (the checkpoint) exits
+            // when the fsync returns, which on a loaded disk took over 5 s.
+            wait_exit(&mut agent, Duration::from_secs(60));
         } else {
             signal(&agent, rustix::process::Signal::TERM);
             let status = wait_exit(&mut agent, Duration::from_secs(25));
@@ -209,32 +211,32 @@ fn every_line_survives_sigkill_and_sigterm_while_files_rotate() {
     signal(&agent, rustix::process::Signal::TERM);
     assert!(wait_exit(&mut agent, Duration::from_secs(25)).success());
 
-    // Account for every line, run by run.
-    let mut seen: HashMap<(usize, u64), usize> = HashMap::new(); // line → run that first wrote it
+    // Account for every line, run by run. A repeat belongs to the run that last delivered the
+    // line: what a SIGKILLed run left uncommitted comes out again in the next run that reads
+    // that file, which can come after graceful runs that never got to it (stopped within a turn
+    // or two, while other targets filled the output's queue).
+    let mut last: HashMap<(usize, u64), usize> = HashMap::new(); // line → last run that wrote it
     let mut from: HashMap<PathBuf, u64> = HashMap::new();
     let mut run_ends: Vec<HashMap<PathBuf, u64>> = stops.iter().map(|(_, s)| s.clone()).collect();
     run_ends.push(sizes(dir));
-    let mut dups_after_kill = Vec::new();
-    let mut kill_bounds = Vec::new();
-    let mut dups_after_term = Vec::new();
+    let mut repeats_of = vec![0usize; stops.len()]; // per run: its lines delivered again later
     let mut dups_within_run = 0;
+    let mut shown = 0;
     for (run, ends) in run_ends.iter().enumerate() {
-        let mut dup_prev = 0usize;
         for p in output_files(dir) {
             let start = from.get(&p).copied().unwrap_or(0);
             let end = ends.get(&p).copied().unwrap_or(start);
             let bytes = fs::read(&p).unwrap();
             for line in parse_lines(&bytes[start as usize..end as usize]) {
-                match seen.get(&line) {
-                    None => {
-                        seen.insert(line, run);
-                    }
-                    Some(r) if *r == run => dups_within_run += 1,
-                    Some(_) => {
-                        dup_prev += 1;
-                        if run > 0 && !stops[run - 1].0 && dup_prev <= 3 {
+                match last.insert(line, run) {
+                    None => {}
+                    Some(r) if r == run => dups_within_run += 1,
+                    Some(r) => {
+                        repeats_of[r] += 1;
+                        if !stops[r].0 && shown < 6 {
+                            shown += 1;
                             eprintln!(
-                                "repeated after SIGTERM: writer {} line {} in {}",
+                                "repeated though run {r} stopped gracefully: writer {} line {} again in run {run} ({})",
                                 line.0,
                                 line.1,
                                 p.display()
@@ -245,32 +247,35 @@ fn every_line_survives_sigkill_and_sigterm_while_files_rotate() {
             }
             from.insert(p, end);
         }
-        if run > 0 {
-            if stops[run - 1].0 {
-                dups_after_kill.push(dup_prev);
-                // Lines the killed run wrote in its last checkpoint period: what it may repeat.
-                let mut bound = 0;
-                for p in output_files(dir) {
-                    let a = window_starts[run - 1].get(&p).copied().unwrap_or(0) as usize;
-                    let b = stops[run - 1].1.get(&p).copied().unwrap_or(0) as usize;
-                    if b > a {
-                        bound += parse_lines(&fs::read(&p).unwrap()[a..b]).len();
-                    }
-                }
-                kill_bounds.push(bound);
-            } else {
-                dups_after_term.push(dup_prev);
+    }
+    let mut dups_after_kill = Vec::new();
+    let mut kill_bounds = Vec::new();
+    let mut dups_after_term = Vec::new();
+    for (run, (killed, end_sizes)) in stops.iter().enumerate() {
+        if !killed {
+            dups_after_term.push(repeats_of[run]);
+            continue;
+        }
+        dups_after_kill.push(repeats_of[run]);
+        // Lines the killed run wrote in its last checkpoint period: what it may repeat.
+        let mut bound = 0;
+        for p in output_files(dir) {
+            let a = window_starts[run].get(&p).copied().unwrap_or(0) as usize;
+            let b = end_sizes.get(&p).copied().unwrap_or(0) as usize;
+            if b > a {
+                bound += parse_lines(&fs::read(&p).unwrap()[a..b]).len();
             }
         }
+        kill_bounds.push(bound);
     }
     let missing: Vec<(usize, u64)> = (0..WRITERS)
         .flat_map(|w| (0..LINES_PER_WRITER).map(move |n| (w, n)))
-        .filter(|l| !seen.contains_key(l))
+        .filter(|l| !last.contains_key(l))
         .take(10)
         .collect();
     let kills = stops.iter().filter(|s| s.0).count();
     eprintln!(
-        "{} lines, {kills} SIGKILLs, {} SIGTERMs; repeats after SIGKILL: {:?} (total {}); after SIGTERM: {:?}; within a run: {dups_within_run}",
+        "{} lines, {kills} SIGKILLs, {} SIGTERMs; repeats of SIGKILLed runs: {:?} (total {}); of SIGTERMed runs: {:?}; within a run: {dups_within_run}",
         total,
         stops.len() - kills,
         dups_after_kill,
@@ -280,7 +285,10 @@ fn every_line_survives_sigkill_and_sigterm_while_files_rotate() {
     assert!(kills >= 20 && stops.len() - kills >= 20);
     assert!(missing.is_empty(), "lines lost, e.g. {missing:?}");
     assert_eq!(dups_within_run, 0, "one run never writes a line twice");
-    assert!(dups_after_term.iter().all(|d| *d == 0), "a graceful stop repeats nothing: {dups_after_term:?}");
+    assert!(
+        dups_after_term.iter().all(|d| *d == 0),
+        "nothing a gracefully stopped run delivered comes out again: {dups_after_term:?}"
+    );
     // What a crash can repeat: at most what it delivered in its last checkpoint period.
     eprintln!("bounds (lines delivered in the checkpoint period before each SIGKILL): {kill_bounds:?}");
     for (d, b) in dups_after_kill.iter().zip(&kill_bounds) {
