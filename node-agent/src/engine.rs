@@ -299,6 +299,8 @@ pub struct Engine {
     woken: HashSet<PathBuf>,
     /// A target was skipped in the last turn because an output's queue was full.
     blocked: bool,
+    /// Read turns so far: where the next turn starts among a collection's targets.
+    turn: usize,
     /// Tasks of replaced sinks, delivering what they still hold.
     retired: Vec<tokio::task::JoinHandle<()>>,
     /// Where the values of the Secrets outputs name come from.
@@ -350,6 +352,7 @@ impl Engine {
             out: Vec::new(),
             woken: HashSet::new(),
             blocked: false,
+            turn: 0,
             retired: Vec::new(),
             secrets: Arc::new(NoSecrets),
             net_stats: BTreeMap::new(),
@@ -738,11 +741,12 @@ impl Engine {
         let mut progressed = 0;
         let woken = std::mem::take(&mut self.woken);
         let due = |f: &Tracked| !f.at_eof || now >= f.next_poll || woken.contains(&f.path);
+        self.turn = self.turn.wrapping_add(1);
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
             }
-            for t in coll.targets.values_mut() {
+            for t in rotated(coll.targets.values_mut().collect(), self.turn) {
                 if !t.files.iter().any(due) && !t.processor.holds() && t.held.is_empty() {
                     continue;
                 }
@@ -1034,6 +1038,16 @@ impl Engine {
         self.checkpoint();
         tracing::info!("final checkpoint written");
     }
+}
+
+/// `items` starting at `turn` modulo their number: when outputs are saturated, the few free queue
+/// slots of a turn go to other targets each turn instead of always to the first ones.
+fn rotated<T>(mut items: Vec<T>, turn: usize) -> Vec<T> {
+    if !items.is_empty() {
+        let k = turn % items.len();
+        items.rotate_left(k);
+    }
+    items
 }
 
 fn replace_if_changed(s: &mut EngineStatus, new: EngineStatus) -> bool {
@@ -1798,6 +1812,14 @@ mod tests {
         let out =
             std::fs::read_to_string(dir.path().join("out/ns/c/out/ns_p_app.ndjson")).unwrap_or_default();
         assert!(out.contains("held multiline event"), "delivered at the stop, got {out:?}");
+    }
+
+    #[test]
+    fn every_target_comes_first_once_in_as_many_turns() {
+        let firsts: Vec<u8> = (0..3).map(|turn| rotated(vec![10u8, 11, 12], turn)[0]).collect();
+        assert_eq!(firsts, [10, 11, 12]);
+        assert_eq!(rotated(vec![1, 2, 3], 4), [2, 3, 1]);
+        assert!(rotated(Vec::<u8>::new(), 7).is_empty());
     }
 
     #[test]
