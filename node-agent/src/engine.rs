@@ -240,6 +240,10 @@ struct Tracked {
     at_eof: bool,
     /// When a file at its end is read again without an inotify event (`IDLE_POLL`).
     next_poll: Instant,
+    /// In a container's writable layer: read every turn. inotify does not see writes made
+    /// through an overlay or FUSE mount reliably, and that mount goes away when the container
+    /// stops, so its last lines must be read at once, not at the next idle poll.
+    every_turn: bool,
     /// For a copy that goes on from where its original was read: the original's ledger, whose
     /// events in flight still hold the commit back.
     floor: Option<Ledger>,
@@ -740,14 +744,17 @@ impl Engine {
     fn read_turn(&mut self, now: Instant) -> usize {
         let mut progressed = 0;
         let woken = std::mem::take(&mut self.woken);
-        let due = |f: &Tracked| !f.at_eof || now >= f.next_poll || woken.contains(&f.path);
+        // Files of a target going away, and files gone from their path, are drained now.
+        let due = |f: &Tracked| {
+            !f.at_eof || f.every_turn || !f.present || now >= f.next_poll || woken.contains(&f.path)
+        };
         self.turn = self.turn.wrapping_add(1);
         for coll in self.collections.values_mut() {
             if coll.sinks.is_empty() {
                 continue;
             }
             for t in rotated(coll.targets.values_mut().collect(), self.turn) {
-                if !t.files.iter().any(due) && !t.processor.holds() && t.held.is_empty() {
+                if !t.draining && !t.files.iter().any(due) && !t.processor.holds() && t.held.is_empty() {
                     continue;
                 }
                 let Some(permits) = reserve(&coll.sinks) else {
@@ -758,7 +765,7 @@ impl Engine {
                 self.out.append(&mut t.held);
                 let mut budget = TARGET_BUDGET;
                 for fi in 0..t.files.len() {
-                    if !due(&t.files[fi]) {
+                    if !t.draining && !due(&t.files[fi]) {
                         continue;
                     }
                     while budget > 0 {
@@ -828,8 +835,14 @@ impl Engine {
                 t.files.retain_mut(|f| {
                     let done_reading = f.at_eof && f.splitter.pending() == 0 && !f.decoder.holds_partial();
                     let gone = !f.present && now.duration_since(f.last_growth) >= RELEASE_AFTER;
-                    let release =
-                        (gone || draining) && done_reading && !holds && f.ledger.lock().in_flight() == 0;
+                    // `at_eof` is as of the file's last read, which may be an idle poll ago: a file
+                    // let go of must hold nothing past what was read (it may be deleted already,
+                    // the open descriptor still reads it).
+                    let release = (gone || draining)
+                        && done_reading
+                        && !holds
+                        && f.ledger.lock().in_flight() == 0
+                        && nothing_unread(f);
                     if release {
                         if f.file.take().is_some() {
                             open_files -= 1;
@@ -1048,6 +1061,15 @@ fn rotated<T>(mut items: Vec<T>, turn: usize) -> Vec<T> {
         items.rotate_left(k);
     }
     items
+}
+
+/// Whether an open file holds no byte beyond what was read (a compressed or closed one: as far
+/// as can be told, yes; its reads already reported their end).
+fn nothing_unread(f: &Tracked) -> bool {
+    match &f.file {
+        Some(file) if f.gz.is_none() => file.metadata().map_or(true, |m| m.len() <= f.read_offset),
+        _ => true,
+    }
 }
 
 fn replace_if_changed(s: &mut EngineStatus, new: EngineStatus) -> bool {
@@ -1364,6 +1386,7 @@ fn scan_target(
                 last_growth: Instant::now(),
                 at_eof: false,
                 next_poll: Instant::now(),
+                every_turn: input.input.root.kind == HostRootKind::ContainerRootfs,
                 floor,
                 gz: is_gz.then(GzState::default),
                 former_id: None,

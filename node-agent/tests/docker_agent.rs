@@ -116,9 +116,20 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// at any point), so a restarted container carries on. A writer killed between its writes
 /// repeats the line it was at: the sources then hold it twice.
 fn writer(tag: &str, pause: &str) -> String {
+    held_writer(tag, pause, N)
+}
+
+/// Line of the `gone` writer after which it waits for `/data/go`: its last lines are written,
+/// and it exits and is removed, only once the test knows the (restarted) agent follows it.
+const GONE_HOLD: usize = N - 20;
+
+/// `writer`, pausing after line `hold` until `/data/go` exists.
+fn held_writer(tag: &str, pause: &str, hold: usize) -> String {
     format!(
         "mkdir -p /opt/logs /data; i=$(cat /opt/logs/.n 2>/dev/null); i=${{i:-0}}; \
-         while [ $i -lt {N} ]; do i=$((i+1)); echo \"{tag} out $i\"; echo \"{tag} file $i\" >> /opt/logs/app.log; \
+         while [ $i -lt {N} ]; do \
+         if [ $i -eq {hold} ]; then while [ ! -e /data/go ]; do sleep 0.05; done; fi; \
+         i=$((i+1)); echo \"{tag} out $i\"; echo \"{tag} file $i\" >> /opt/logs/app.log; \
          echo \"{tag} vol $i\" >> /data/app.log; echo $i > /opt/logs/.n.tmp; mv /opt/logs/.n.tmp /opt/logs/.n; \
          sleep {pause}; done"
     )
@@ -216,7 +227,8 @@ backups:
         let vol = engine.volume(&format!("{tag}-v"));
         let mount = format!("{vol}:/data");
         let svc = format!("svc={tag}");
-        ids.insert(tag, engine.start(tag, &["-v", &mount, "--label", &svc], &writer(tag, pause)));
+        let script = if tag == "gone" { held_writer(tag, pause, GONE_HOLD) } else { writer(tag, pause) };
+        ids.insert(tag, engine.start(tag, &["-v", &mount, "--label", &svc], &script));
     }
     engine.start(
         "evil",
@@ -236,7 +248,15 @@ backups:
     std::thread::sleep(Duration::from_millis(500));
     let agent = Agent::start(&dirs, &config);
 
-    // Removed the moment it exits.
+    // Once the restarted agent follows `gone`, it writes its last lines, exits, and is removed
+    // the moment it exits: those lines must still be read.
+    let followed = format!("gone out {GONE_HOLD}");
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !collected(&dirs.output).contains_key(&followed) {
+        assert!(std::time::Instant::now() < until, "the restarted agent never read {followed:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    docker(&["exec", &engine.name("gone"), "sh", "-c", ": > /data/go"]);
     docker(&["wait", &engine.name("gone")]);
     docker(&["rm", "-f", &engine.name("gone")]);
     for tag in ["steady", "restarted", "renamed-2"] {
