@@ -51,7 +51,7 @@ pub struct LogBackupPolicySpec {
     #[serde(default)]
     pub retention: RetentionSpec,
     /// Keep copying and keep the copy of containers that terminated (until their pod is deleted).
-    #[serde(default = "yes")]
+    #[serde(default = "default_keep_terminated")]
     pub keep_terminated: bool,
     /// Compression of closed (rotated or terminated) files in the backup.
     #[serde(default)]
@@ -61,10 +61,12 @@ pub struct LogBackupPolicySpec {
 fn default_layout() -> String {
     DEFAULT_LAYOUT.into()
 }
-fn default_interval() -> String {
+/// The sweep interval of a policy that sets none (also the Docker host config's default).
+pub fn default_interval() -> String {
     "60s".into()
 }
-fn yes() -> bool {
+/// Stopped containers are kept copying by default (also in the Docker host config).
+pub fn default_keep_terminated() -> bool {
     true
 }
 

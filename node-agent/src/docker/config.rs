@@ -124,12 +124,12 @@ pub struct DockerBackup {
     /// Where `{service}` comes from.
     #[serde(default)]
     pub service: ServiceSource,
-    #[serde(default = "default_interval")]
+    #[serde(default = "tailor_crds::backup::default_interval")]
     pub interval: String,
     #[serde(default)]
     pub retention: RetentionSpec,
     /// Keep copying stopped containers (until they are removed).
-    #[serde(default = "yes")]
+    #[serde(default = "tailor_crds::backup::default_keep_terminated")]
     pub keep_terminated: bool,
     #[serde(default)]
     pub compression: BackupCompression,
@@ -137,12 +137,6 @@ pub struct DockerBackup {
 
 fn default_layout() -> String {
     DEFAULT_LAYOUT.into()
-}
-fn default_interval() -> String {
-    "60s".into()
-}
-fn yes() -> bool {
-    true
 }
 
 /// Where a container's service name comes from: the label, else the env variable, else the
